@@ -1,0 +1,74 @@
+"""The Typer application and the ``lossbench`` entry point.
+
+User errors (:class:`lossbench.errors.LossbenchError`, bad options) end as one line on stderr
+and exit code 1; set ``LOSSBENCH_DEBUG=1`` to get the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+try:  # Typer >= 0.2x vendors its own copy of Click
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover - older Typer on top of Click
+    from click import exceptions as _click_exc
+
+from lossbench import __version__
+from lossbench.cli import check, listing, plugins, show
+from lossbench.cli._common import debug, fail
+from lossbench.errors import LossbenchError
+
+app = typer.Typer(
+    name="lossbench",
+    help="Benchmark segmentation losses: plugins for losses, networks and datasets; "
+    "runs logged to MLflow; stratified, corrected statistics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lossbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """lossbench: benchmark segmentation losses."""
+
+
+app.command("list")(listing.list_components)
+app.command("plugins")(plugins.plugins)
+app.command("show")(show.show)
+app.command("check")(check.check)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        code = app(args=argv, prog_name="lossbench", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("aborted\n")
+        code = 130
+    except _click_exc.NoArgsIsHelpError:
+        code = 0  # Typer has printed the help already
+    except _click_exc.ClickException as exc:
+        if debug():
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "lossbench"
+        fail(f"{exc.format_message()} (see '{where} --help')")
+    except LossbenchError as exc:
+        if debug():
+            raise
+        fail(str(exc))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,52 @@
+"""``lossbench show KIND NAME``: parameters, defaults, formula and citation."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+from lossbench.cli._common import console, registry
+
+
+class Kind(str, Enum):
+    loss = "loss"
+    network = "network"
+    dataset = "dataset"
+
+
+def show(
+    kind: Kind = typer.Argument(..., help="loss, network or dataset."),
+    name: str = typer.Argument(..., help="Registry name, e.g. l1dfl."),
+) -> None:
+    """Describe one component: summary, parameters with defaults, formula, citation, provider."""
+    from rich.table import Table
+    from rich.text import Text
+
+    comp = registry().get(kind.value, name)
+    out = console()
+    out.print(Text(f"{comp.kind} {comp.name}", style="bold cyan"), Text(f" — {comp.summary}"))
+    out.print(Text(f"provided by plugin {comp.provider}", style="dim"))
+    if comp.description:
+        out.print()
+        out.print(Text(comp.description))
+    if comp.formula:
+        out.print()
+        out.print(Text("formula", style="bold"))
+        out.print(Text(comp.formula))
+    out.print()
+    table = Table(title="parameters", title_justify="left")
+    for col in ("name", "type", "default", "help"):
+        table.add_column(col)
+    for p in comp.params:
+        default = ",".join(map(str, p.default)) if isinstance(p.default, tuple) else str(p.default)
+        extra = f" (one of: {', '.join(map(str, p.choices))})" if p.choices else ""
+        table.add_row(p.name, p.type_name, default, p.help + extra)
+    if comp.params:
+        out.print(table)
+    else:
+        out.print("parameters: none")
+    if comp.citation:
+        out.print()
+        out.print(Text("citation", style="bold"))
+        out.print(Text(comp.citation))

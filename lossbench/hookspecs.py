@@ -1,0 +1,41 @@
+"""The hook specifications every lossbench plugin may implement.
+
+Each hook receives a ``register`` callback and calls it once per component with a
+:class:`lossbench.Component`. A plugin implements only the hooks it needs.
+Plugin modules must stay cheap to import: keep torch/monai imports inside the factories.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+from lossbench.components import Component
+
+hookspec = pluggy.HookspecMarker("lossbench")
+
+Register = Callable[[Component], None]
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register segmentation losses: ``register(Component(kind="loss", ...))``.
+
+    The factory returns a ``torch.nn.Module`` called as ``loss(logits, target)`` with
+    logits ``[B, C, *spatial]`` (float) and target ``[B, 1, *spatial]`` (integer class index).
+    """
+
+
+@hookspec
+def register_networks(register: Register) -> None:
+    """Register networks: ``register(Component(kind="network", ...))``.
+
+    The factory takes ``in_channels``, ``out_channels`` and ``spatial_dims`` plus its own
+    parameters and returns a ``torch.nn.Module`` mapping ``[B, in, *spatial]`` to ``[B, out, *spatial]``.
+    """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register datasets: ``register(Component(kind="dataset", ...))``."""

@@ -1,0 +1,126 @@
+"""The L1-weighted Dice Focal Loss (L1DFL).
+
+Formula (PAPER.md §1; Dzikunu et al., arXiv:2502.02756):
+
+    p = softmax(z), y = one-hot(target), g = |p − y|          for every (batch, channel, voxel)
+    bins k = 0..K−1, K = int(1/ε + 1), centres c_k = k/(K−1),
+    left edges l_k = max(c_k − ε/2, 0), widths w_k = min(c_k + ε/2, 1) − l_k
+    bin(g) = the k with the largest l_k ≤ g,  n_k = #{g in bin k},  GD_k = n_k / w_k
+    β = N / GD_bin(g) = N·w / n                               (N = number of g values)
+    d[b,c] = (2 Σ β p y + s) / (Σ β (p² + y²) + s)
+    L1DFL = λ_d (1 − mean_{b,c} d[b,c]) + λ_f FL_γ(z, y)
+
+FL_γ is MONAI's softmax focal loss, mean over B·C·voxels (for C = 2: half the voxel mean).
+
+Reproduced from the authors' reference code, with two deliberate differences:
+
+* **int64 counts.** The reference counts in float32, which stays exact only up to 2^24 =
+  16,777,216 values per bin: at batch 8 × 2 channels × 128³ the easy bin saturates and its
+  weight is overstated by up to 2×. lossbench counts in int64 (``torch.bincount``).
+* **C channels.** The reference hard-codes C = 2; here C is taken from the logits (identical
+  results for C = 2, where both channels give the same g and every count is doubled — β is
+  invariant to that).
+
+The histogram pools the whole local mini-batch and all channels (not per sample), as the
+reference does. β is built from integer counts and carries no gradient; gradients reach the
+logits through p in the Dice sums and through the focal term. Computation is in float32 even
+under autocast.
+
+Example:
+    >>> import torch
+    >>> from lossbench_l1dfl.loss import L1WeightedDiceFocalLoss
+    >>> loss = L1WeightedDiceFocalLoss()
+    >>> logits = torch.zeros(1, 2, 2, 2, requires_grad=True)   # p = 0.5 everywhere
+    >>> target = torch.tensor([[[[0, 1], [1, 0]]]])
+    >>> value = loss(logits, target)   # every g = 0.5: one bin, β = N·ε/N = 0.05 for all
+    >>> # d = 2·(0.05·0.5·2) / (0.05·(4·0.25 + 2)) = 2/3 per channel; focal = ½·0.25·ln 2
+    >>> round(value.item(), 6)         # (1 − 2/3) + 0.125·ln 2
+    0.419977
+    >>> value.backward()
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.losses import FocalLoss
+
+from lossbench.tensors import check_segmentation_inputs
+
+
+def bin_geometry(epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left edges (float32) and widths (float64) of the K = int(1/ε + 1) bins on [0, 1]."""
+    if not 0.0 < epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in (0, 1], got {epsilon}")
+    k = int(1.0 / epsilon + 1)
+    centres = torch.linspace(0.0, 1.0, k, dtype=torch.float64)
+    left = (centres - epsilon / 2).clamp(min=0.0)
+    right = (centres + epsilon / 2).clamp(max=1.0)
+    return left.to(torch.float32), right - left
+
+
+def bin_index(g: torch.Tensor, left_edges: torch.Tensor) -> torch.Tensor:
+    """The bin of each value: largest k with left_edge[k] ≤ g, clamped to [0, K−1]."""
+    idx = torch.bucketize(g, left_edges.to(g.device), right=True) - 1
+    return idx.clamp_(0, left_edges.numel() - 1)
+
+
+def harmonising_weights(g: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """GHM weights β = N·w_k / n_k for the L1 errors ``g`` (any shape), without gradient."""
+    with torch.no_grad():
+        left, width = bin_geometry(epsilon)
+        flat = g.detach().reshape(-1).float()
+        idx = bin_index(flat, left)
+        counts = torch.bincount(idx, minlength=left.numel())  # int64, exact
+        n_total = flat.numel()
+        # Only bins that hold values are ever looked up, so counts > 0 where used.
+        table = (n_total * width.to(g.device)) / counts.clamp(min=1).to(torch.float64)
+        return table.to(torch.float32)[idx].reshape(g.shape)
+
+
+class L1WeightedDiceFocalLoss(torch.nn.Module):
+    """L1DFL: GHM-weighted squared-denominator Dice plus softmax focal loss.
+
+    Args:
+        epsilon: bin width ε of the |p − y| histogram (0.05 in the study; 0.1 in an early version).
+        gamma: focal exponent (2 in the study; 0 turns the focal term into cross-entropy).
+        smooth: constant s in the weighted Dice ratio (1e-8 as in the reference).
+        lambda_dice, lambda_focal: weights of the two terms (1 and 1 in the study).
+
+    Call with ``logits[B, C, *spatial]`` and integer ``target[B, 1, *spatial]``; 2D and 3D.
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 0.05,
+        gamma: float = 2.0,
+        smooth: float = 1e-8,
+        lambda_dice: float = 1.0,
+        lambda_focal: float = 1.0,
+    ) -> None:
+        super().__init__()
+        bin_geometry(epsilon)  # validates epsilon early
+        if lambda_dice < 0 or lambda_focal < 0:
+            raise ValueError("lambda_dice and lambda_focal must be >= 0")
+        self.epsilon = float(epsilon)
+        self.smooth = float(smooth)
+        self.lambda_dice = float(lambda_dice)
+        self.lambda_focal = float(lambda_focal)
+        self.focal = FocalLoss(gamma=gamma, use_softmax=True, to_onehot_y=False, include_background=True)
+
+    def weighted_dice(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Per-(batch, channel) weighted Dice coefficients d[b, c]."""
+        beta = harmonising_weights((probs - onehot).abs(), self.epsilon)
+        dims = tuple(range(2, probs.dim()))
+        intersection = (beta * probs * onehot).sum(dim=dims)
+        union = (beta * (probs * probs + onehot)).sum(dim=dims)  # y² = y for one-hot
+        return (2.0 * intersection + self.smooth) / (union + self.smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_segmentation_inputs(logits, target, "l1dfl")
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            logits = logits.float()
+            probs = torch.softmax(logits, dim=1)
+            onehot = torch.zeros_like(probs).scatter_(1, target.long(), 1.0)
+            dice = 1.0 - self.weighted_dice(probs, onehot).mean()
+            focal = self.focal(logits, onehot)
+            return self.lambda_dice * dice + self.lambda_focal * focal

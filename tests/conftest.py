@@ -1,0 +1,40 @@
+"""Shared fixtures: the real ``lossbench`` executable, run in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Example plugin distributions are installed by tests, not collected as our tests.
+collect_ignore = ["plugin_dists"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lossbench_executable() -> str:
+    beside = Path(sys.executable).with_name("lossbench")
+    found = str(beside) if beside.exists() else shutil.which("lossbench")
+    if not found:
+        pytest.fail("the lossbench console script is not installed: run pip install -e '.[dev]'")
+    return found
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run the real ``lossbench`` executable; returns the CompletedProcess (text mode)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
+        full_env = {**os.environ, "LOSSBENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+        full_env.pop("LOSSBENCH_DEBUG", None)
+        full_env.update(env or {})
+        return subprocess.run(
+            [lossbench_executable(), *args],
+            capture_output=True, text=True, env=full_env, cwd=cwd or tmp_path, timeout=timeout,
+        )
+
+    return run
