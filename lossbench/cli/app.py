@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older Typer on top of Click
     from click import exceptions as _click_exc
 
 from lossbench import __version__
-from lossbench.cli import check, listing, plugins, show
+from lossbench.cli import check, evaluate, listing, plugins, show
 from lossbench.cli._common import debug, fail
 from lossbench.errors import LossbenchError
 
@@ -48,6 +48,7 @@ app.command("list")(listing.list_components)
 app.command("plugins")(plugins.plugins)
 app.command("show")(show.show)
 app.command("check")(check.check)
+app.command("evaluate")(evaluate.evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:
