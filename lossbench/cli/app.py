@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older Typer on top of Click
     from click import exceptions as _click_exc
 
 from lossbench import __version__
-from lossbench.cli import check, evaluate, listing, plugins, show
+from lossbench.cli import check, data, evaluate, listing, plugins, show
 from lossbench.cli._common import debug, fail
 from lossbench.errors import LossbenchError
 
@@ -49,6 +49,7 @@ app.command("plugins")(plugins.plugins)
 app.command("show")(show.show)
 app.command("check")(check.check)
 app.command("evaluate")(evaluate.evaluate)
+app.add_typer(data.data, name="data")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import lossbench
 from lossbench_monai.loss_specs import LOSSES
-
-
+from lossbench_monai.network_specs import NETWORKS
 
 
 @lossbench.hookimpl
 def register_losses(register):
     for component in LOSSES:
+        register(component)
+
+
+@lossbench.hookimpl
+def register_networks(register):
+    for component in NETWORKS:
         register(component)
