@@ -1,0 +1,93 @@
+"""``lossbench run``: train, select, infer, evaluate and log one cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lossbench.cli._common import console, debug, registry
+from lossbench.errors import LossbenchError
+
+PRESET_HELP = "Settings preset: 'cpu' (a few minutes on 2 cores) or 'paper' (the study's, PAPER.md §5)."
+
+
+def run(
+    loss: str = typer.Option(None, "--loss", help="Registry name of the loss, e.g. l1dfl, dl, dfl, dce."),
+    net: str = typer.Option(None, "--net", help="Registry name of the network, e.g. attunet, segresnet."),
+    dataset: str = typer.Option(None, "--dataset", help="Registry name of the dataset [default: psma]."),
+    data: str = typer.Option(None, "--data", help="Data folder for the dataset (default: the synthetic PSMA cohort)."),
+    fold: int = typer.Option(None, "--fold", help="Cross-validation fold used for validation [default: 0]."),
+    seed: int = typer.Option(None, "--seed", help="Seed of initialisation, crops, augmentation, order [default: 0]."),
+    preset: str = typer.Option(None, "--preset", help=PRESET_HELP + " [default: cpu]"),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs (preset's by default)."),
+    patch: str = typer.Option(None, "--patch", help="Patch size: 96 or 96,96,64 (preset's by default)."),
+    batch: int = typer.Option(None, "--batch", help="Patches per training step (preset's by default)."),
+    lr: float = typer.Option(None, "--lr", help="AdamW learning rate (preset's by default)."),
+    val_every: int = typer.Option(None, "--val-every", help="Validate (and checkpoint) every N epochs."),
+    spacing: str = typer.Option(None, "--spacing", help="Resampling spacing in mm: 2 or 2,2,3."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    setting: list[str] = typer.Option(
+        [], "--set", "-S", help="Any training setting as name=value (repeatable), e.g. -S sw_batch_size=8 "
+        "-S weight_decay=0; names: epochs, patch, batch, lr, weight_decay, val_every, spacing, pos_neg, "
+        "sw_batch_size, overlap, amp, affine_prob, cache_rate."
+    ),
+    loss_param: list[str] = typer.Option([], "--loss-param", "-L", help="Loss parameter name=value (repeatable)."),
+    net_param: list[str] = typer.Option([], "--net-param", "-N", help="Network parameter name=value (repeatable)."),
+    data_param: list[str] = typer.Option([], "--data-param", "-D", help="Dataset parameter name=value (repeatable)."),
+    config: Path = typer.Option(None, "--config", "-c", help="TOML file with [loss], [network], [dataset], [train]."),
+    experiment: str = typer.Option("lossbench", "--experiment", help="MLflow experiment name."),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: SQLite store under $LOSSBENCH_HOME)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue this cell's interrupted run (re-running does it too)."),
+    force: bool = typer.Option(False, "--force", help="Run again even if the cell has a finished run."),
+    parent_run_id: str = typer.Option(None, "--parent-run-id", hidden=True, help="MLflow parent run (used by matrix)."),
+) -> None:
+    """Train and evaluate one cell (loss × network × fold × seed) and log it to MLflow.
+
+    With no options it trains attunet with l1dfl on the synthetic PSMA cohort with the CPU
+    preset. Settings come from the preset, then --config, then the command line.
+    """
+    from lossbench.cli._run_common import build_config, print_result, progress_bar, tune_malloc
+    from lossbench.config import parse_assignments
+
+    malloc_note = tune_malloc()
+    reg = registry()
+    cfg = build_config(
+        reg, config=config, loss=loss, net=net, dataset=dataset, data=data, fold=fold, seed=seed, preset=preset,
+        loss_param=loss_param, net_param=net_param, data_param=data_param,
+        train={**parse_assignments(setting, "--set"), **{k: v for k, v in {
+            "epochs": epochs, "patch": patch, "batch": batch, "lr": lr, "val_every": val_every, "spacing": spacing,
+        }.items() if v is not None}},
+    )
+    from lossbench.engine import CellAlreadyFinished, finished_result, prepare, run_cell
+
+    out = console()
+    with out.status("checking the data and settings…"):
+        prepared = prepare(cfg, reg)
+    out.print(f"cell [bold]{cfg.name}[/] ({prepared.identity}): {len(prepared.train_ids)} train, "
+              f"{len(prepared.val_ids)} validation, {len(prepared.test_ids)} test cases; preset {cfg.preset}",
+              highlight=False)
+    try:
+        with progress_bar(out) as progress:
+            result = run_cell(
+                prepared, tracking_uri=tracking_uri, experiment=experiment, device=device, resume=resume,
+                force=force, progress=progress, extra_params={"malloc": malloc_note}, parent_run_id=parent_run_id,
+                on_start=lambda run_id, resumed: progress.console.print(
+                    f"{'resuming' if resumed else 'started'} MLflow run {run_id}", highlight=False),
+            )
+    except CellAlreadyFinished as done:
+        out.print(f"this cell already has a finished run ({done.run_id}); use --force to run it again",
+                  highlight=False)
+        result = finished_result(tracking_uri, experiment, done.run_id)
+    except LossbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the run is marked FAILED in MLflow; tell the user how to go on
+        if debug():
+            raise
+        raise LossbenchError(
+            f"training failed: {type(exc).__name__}: {exc} (the MLflow run is marked FAILED; "
+            "run the same command again to resume from the last checkpoint, LOSSBENCH_DEBUG=1 for the traceback)"
+        ) from exc
+    print_result(out, cfg, result)

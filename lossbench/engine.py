@@ -1,0 +1,594 @@
+"""Train, select, infer and evaluate one cell; every step logged through :mod:`lossbench.tracking`.
+
+The engine never imports a concrete loss, network or dataset: it asks the registry by name.
+
+Reproducibility: a cell's seed fixes the network's initialisation, and every epoch ``e`` reseeds
+torch, numpy, Python's ``random``, the MONAI random transforms and the loader's shuffling from
+``(seed, e)``. So an epoch's randomness does not depend on what ran before it, and a run resumed
+from a checkpoint continues exactly as the uninterrupted run would have.
+
+Resumability: at each validation the full training state (model, optimiser, scheduler, AMP
+scaler, RNG states, epoch, best model so far, history) is written atomically to
+``$LOSSBENCH_HOME/checkpoints/<cell identity>/state.pt``. Re-running the same cell (or passing
+``--resume``) reopens the same MLflow run and continues from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lossbench import paths
+from lossbench.errors import LossbenchError
+from lossbench.registry import Registry
+from lossbench.runconfig import RunConfig, code_version
+
+STATE_FILE = "state.pt"
+LOCK_FILE = "lock"
+BEST_ARTIFACT = "best_model.pt"
+
+
+class CellAlreadyFinished(Exception):
+    """The cell has a FINISHED run in the tracking store (use ``--force`` to run it again)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+@dataclasses.dataclass
+class CellResult:
+    run_id: str
+    status: str  # finished | skipped
+    best_epoch: int
+    best_val_dice: float
+    summary: dict[str, float]
+    tracking_uri: str
+    experiment: str
+    run_url: str
+    resumed_from: int | None = None
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything checked and resolved before any training starts."""
+
+    config: RunConfig
+    registry: Registry
+    dataset: Any
+    plan: Any
+    train_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+    test_ids: tuple[str, ...]
+    identity: str
+    code: str
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    digest = hashlib.sha256(f"lossbench:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LossbenchError("--device cuda: no CUDA device is visible to torch; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise LossbenchError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def cell_lock(folder: Path) -> Iterator[None]:
+    """One process per cell: a second one gets a clear error instead of corrupting the checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text().strip() or "0")
+        except (OSError, ValueError):
+            pid = 0
+        alive = False
+        if pid > 0:
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if alive and pid != os.getpid():
+            raise LossbenchError(f"this cell is already running in process {pid} (lock {lock})") from None
+        lock.unlink(missing_ok=True)  # stale lock of a killed process
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# -- preparation: every check before training ------------------------------------------------
+def prepare(config: RunConfig, registry: Registry, datasets: dict[str, Any] | None = None) -> Prepared:
+    """Resolve components and data and check that they fit together, without training anything.
+
+    ``datasets`` caches built-and-validated datasets with their split plans across calls (the
+    matrix prepares many cells over the same data and validates it once).
+    """
+    loss_c = registry.get("loss", config.loss)
+    net_c = registry.get("network", config.network)
+    data_c = registry.get("dataset", config.dataset)
+    loss_c.check(config.loss_params)
+    net_c.check(config.network_params, patch_size=config.patch, spatial_dims=3, batch_size=config.batch)
+    data_c.check(config.dataset_params)
+    if config.overlap < 0 or config.overlap >= 1:
+        raise LossbenchError(f"--overlap must be in [0, 1), got {config.overlap}")
+
+    key = json.dumps([config.dataset, config.dataset_params], sort_keys=True, default=str)
+    if datasets is not None and key in datasets:
+        dataset, plan = datasets[key]
+    else:
+        dataset = data_c.build(config.dataset_params)
+        dataset.validate()
+        plan = dataset.split_plan()
+        if datasets is not None:
+            datasets[key] = (dataset, plan)
+    if config.fold >= plan.n_folds:
+        raise LossbenchError(f"--fold {config.fold} does not exist: the split has folds 0..{plan.n_folds - 1}")
+    train_ids, val_ids = plan.fold(config.fold)
+    if not train_ids or not val_ids:
+        raise LossbenchError(f"fold {config.fold} has {len(train_ids)} training and {len(val_ids)} validation cases")
+    code = code_version()
+    return Prepared(
+        config=config, registry=registry, dataset=dataset, plan=plan, train_ids=tuple(train_ids),
+        val_ids=tuple(val_ids), test_ids=tuple(plan.test), identity=config.identity(plan.sha256, code),
+        code=code,
+    )
+
+
+def run_params(p: Prepared, device: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    import monai
+    import torch
+
+    registry = p.registry
+    params: dict[str, Any] = {"config": p.config.as_dict()}
+    for kind, name in (("loss", p.config.loss), ("network", p.config.network), ("dataset", p.config.dataset)):
+        c = registry.get(kind, name)
+        params[f"{kind}_plugin"] = {"name": c.name, "plugin": c.plugin, "distribution": c.distribution,
+                                    "version": c.version}
+    params["split"] = {"sha256": p.plan.sha256, "n_train": len(p.train_ids), "n_val": len(p.val_ids),
+                       "n_test": len(p.test_ids)}
+    params["code"] = {"version": p.code, "python": sys.version.split()[0], "torch": torch.__version__,
+                      "monai": monai.__version__}
+    params["device"] = str(device)
+    params["dataset_info"] = p.dataset.info()
+    params.update(extra)
+    return params
+
+
+# -- the training loop -----------------------------------------------------------------------
+class Cell:
+    """One cell's training, validation, inference and evaluation."""
+
+    def __init__(self, prepared: Prepared, tracker: Any, device: Any, *, progress: Any = None,
+                 fail_at_epoch: int | None = None) -> None:
+        self.p = prepared
+        self.c = prepared.config
+        self.tracker = tracker
+        self.device = device
+        self.progress = progress
+        self.fail_at_epoch = fail_at_epoch
+        self.folder = paths.checkpoints_dir() / prepared.identity
+        self.timings = {"data": 0.0, "compute": 0.0, "validation": 0.0, "logging": 0.0, "checkpoint": 0.0}
+
+    # building blocks -----------------------------------------------------------------------
+    def _build(self) -> None:
+        import torch
+
+        reg = self.p.registry
+        seed_everything(self.c.seed)
+        self.net = reg.build("network", self.c.network, self.c.network_params,
+                             in_channels=self.p.dataset.in_channels, out_channels=self.p.dataset.num_classes,
+                             spatial_dims=3).to(self.device)
+        self.loss = reg.build("loss", self.c.loss, self.c.loss_params).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.c.lr, weight_decay=self.c.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.c.epochs, eta_min=0.0)
+        self.use_amp = bool(self.c.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    def _data(self) -> None:
+        from monai.data import CacheDataset
+
+        ds = self.p.dataset
+        kw = {"patch_size": self.c.patch, "spacing": self.c.spacing}
+        self.train_tf = ds.transforms("train", pos_neg=self.c.pos_neg, affine_prob=self.c.affine_prob, **kw)
+        self.val_tf = ds.transforms("val", **kw)
+        train_cases = ds.cases_by_id(self.p.train_ids)
+        val_cases = ds.cases_by_id(self.p.val_ids)
+        self.train_ds = CacheDataset(ds.data_dicts(train_cases), self.train_tf, cache_rate=self.c.cache_rate,
+                                     num_workers=0, progress=False)
+        self.val_ds = CacheDataset(ds.data_dicts(val_cases), self.val_tf, cache_rate=self.c.cache_rate,
+                                   num_workers=0, progress=False)
+
+    def _loader(self, epoch: int) -> Any:
+        import torch
+        from monai.data import DataLoader
+
+        seed = epoch_seed(self.c.seed, epoch)
+        seed_everything(seed)
+        self.train_tf.set_random_state(seed=seed)
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(self.train_ds, batch_size=self.c.batch, shuffle=True, num_workers=0,
+                          generator=generator, drop_last=False)
+
+    def _infer(self, image: Any) -> Any:
+        import torch
+        from monai.inferers import sliding_window_inference
+
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
+            return sliding_window_inference(
+                image.to(self.device), roi_size=self.c.patch, sw_batch_size=self.c.sw_batch_size,
+                predictor=self.net, overlap=self.c.overlap, mode="constant",
+            ).float()
+
+    # state ---------------------------------------------------------------------------------
+    def _state(self, epoch: int, best: dict[str, Any], history: list[dict[str, float]], run_id: str) -> dict:
+        import numpy as np
+        import torch
+
+        return {
+            "format": "lossbench-state/1",
+            "identity": self.p.identity,
+            "run_id": run_id,
+            "epoch": epoch,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "best": best,
+            "history": history,
+        }
+
+    def load_state(self) -> dict | None:
+        import torch
+
+        path = self.folder / STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a torn or foreign file: start over, say so
+            raise LossbenchError(f"checkpoint {path} cannot be read ({exc}); delete it or run with --force") from None
+        if state.get("identity") != self.p.identity:
+            return None
+        return state
+
+    # the run -------------------------------------------------------------------------------
+    def run(self, run_id: str, state: dict | None) -> CellResult:
+        import torch
+
+        self._build()
+        self._data()
+        start_epoch = 0
+        best = {"epoch": -1, "dice": -math.inf, "model": None}
+        history: list[dict[str, float]] = []
+        resumed_from = None
+        if state is not None:
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            best, history = state["best"], state["history"]
+            start_epoch = state["epoch"] + 1
+            resumed_from = state["epoch"]
+
+        epochs_task = self._task("epochs", total=self.c.epochs, completed=start_epoch)
+        for epoch in range(start_epoch, self.c.epochs):
+            if self.fail_at_epoch is not None and epoch == self.fail_at_epoch:
+                raise RuntimeError(f"injected failure at epoch {epoch} ({FAIL_ENV})")
+            t_epoch = time.perf_counter()
+            metrics = self._train_epoch(epoch)
+            self.scheduler.step()
+            last = epoch == self.c.epochs - 1
+            if (epoch + 1) % self.c.val_every == 0 or last:
+                t0 = time.perf_counter()
+                dice = self._validate()
+                self.timings["validation"] += time.perf_counter() - t0
+                metrics["val_dice"] = dice
+                if not math.isnan(dice) and dice > best["dice"]:
+                    best = {"epoch": epoch, "dice": dice,
+                            "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+                metrics["val_dice_best"] = best["dice"] if best["epoch"] >= 0 else float("nan")
+            metrics["epoch_seconds"] = time.perf_counter() - t_epoch
+            history.append({"epoch": epoch, **metrics})
+            t0 = time.perf_counter()
+            self.tracker.log_metrics(run_id, metrics, step=epoch)
+            self.timings["logging"] += time.perf_counter() - t0
+            if "val_dice" in metrics:
+                t0 = time.perf_counter()
+                atomic_torch_save(self._state(epoch, best, history, run_id), self.folder / STATE_FILE)
+                self.timings["checkpoint"] += time.perf_counter() - t0
+            self._advance(epochs_task)
+        self._remove(epochs_task)
+
+        if best["model"] is None:  # no validation case had a lesion: keep the last model
+            best = {"epoch": self.c.epochs - 1, "dice": float("nan"),
+                    "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+        self.net.load_state_dict(best["model"])
+        summary = self._test_and_log(run_id, best)
+        summary.update({f"time_{k}_seconds": v for k, v in self.timings.items()})
+        self.tracker.log_metrics(run_id, summary, step=self.c.epochs)
+        torch.set_grad_enabled(True)
+        return CellResult(
+            run_id=run_id, status="finished", best_epoch=best["epoch"], best_val_dice=best["dice"], summary=summary,
+            tracking_uri=self.tracker.uri, experiment=self.tracker.experiment,
+            run_url=self.tracker.run_url(run_id), resumed_from=resumed_from,
+        )
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        import torch
+
+        self.net.train()
+        loader = self._loader(epoch)
+        task = self._task(f"epoch {epoch + 1}/{self.c.epochs}", total=len(loader))
+        losses = []
+        t_data = time.perf_counter()
+        for batch in loader:
+            image = batch[self.p.dataset.image_key].to(self.device)
+            label = batch[self.p.dataset.label_key].to(self.device).long()
+            t_compute = time.perf_counter()
+            self.timings["data"] += t_compute - t_data
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = self.net(image)
+            value = self.loss(logits.float(), label)
+            if not torch.isfinite(value):
+                raise LossbenchError(
+                    f"loss {self.c.loss} became {value.item()} at epoch {epoch}; lower --lr or check the loss parameters"
+                )
+            self.scaler.scale(value).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            losses.append(value.item())
+            t_data = time.perf_counter()
+            self.timings["compute"] += t_data - t_compute
+            self._advance(task)
+        self._remove(task)
+        return {"train_loss": sum(losses) / max(len(losses), 1), "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _validate(self) -> float:
+        import torch
+        from monai.metrics import DiceMetric
+        from monai.networks import one_hot
+
+        self.net.eval()
+        metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=True)
+        task = self._task("validation", total=len(self.val_ds))
+        for item in self.val_ds:
+            image = item[self.p.dataset.image_key][None]
+            label = torch.as_tensor(item[self.p.dataset.label_key])[None].long()
+            logits = self._infer(image).cpu()
+            pred = one_hot(torch.argmax(logits, dim=1, keepdim=True), num_classes=logits.shape[1])
+            metric(y_pred=pred, y=one_hot(label, num_classes=logits.shape[1]))
+            self._advance(task)
+        self._remove(task)
+        value = metric.aggregate().item()
+        self.net.train()
+        return float(value)
+
+    def _test_and_log(self, run_id: str, best: dict[str, Any]) -> dict[str, float]:
+        import nibabel as nib
+        import numpy as np
+        import pandas as pd
+
+        from lossbench.evaluation import evaluate_case, stratify, summarize
+        from lossbench.evaluation.io import read_image
+
+        ds = self.p.dataset
+        self.net.eval()
+        infer_tf = ds.transforms("infer", patch_size=self.c.patch, spacing=self.c.spacing)
+        cases = ds.cases_by_id(self.p.test_ids)
+        out_dir = Path(tempfile.mkdtemp(prefix="lossbench-eval-"))
+        try:
+            pred_dir = out_dir / "predictions"
+            pred_dir.mkdir()
+            case_rows, lesion_rows = [], []
+            task = self._task("test inference", total=len(cases))
+            for case, item_dict in zip(cases, ds.data_dicts(cases)):
+                item = infer_tf(item_dict)
+                logits = self._infer(item[ds.image_key][None])[0].cpu()
+                mask = ds.prediction_to_original(item, logits, infer_tf)
+                pet = read_image(case.pet, kind="pet")
+                gt = read_image(case.label)
+                if mask.shape != gt.array.shape:
+                    raise LossbenchError(
+                        f"case {case.id}: prediction shape {mask.shape} does not match the label {gt.array.shape}"
+                    )
+                nib.save(nib.Nifti1Image(mask.astype(np.uint8), gt.affine), str(pred_dir / f"{case.id}.nii.gz"))
+                result = evaluate_case(mask, gt.array, pet.array, gt.spacing, case_id=case.id)
+                case_rows.append(result.case)
+                lesion_rows.extend(result.lesions)
+                self._advance(task)
+            self._remove(task)
+            cases_df = stratify(pd.DataFrame(case_rows))
+            cases_df.insert(0, "run_id", run_id)
+            lesions_df = pd.DataFrame(lesion_rows)
+            summary_df = summarize(cases_df)
+            eval_dir = out_dir / "evaluation"
+            eval_dir.mkdir()
+            cases_df.to_csv(eval_dir / "cases.csv", index=False)
+            lesions_df.to_csv(eval_dir / "lesions.csv", index=False)
+            summary_df.to_csv(eval_dir / "summary.csv")
+            (out_dir / "config.json").write_text(json.dumps(self.c.as_dict(), indent=2, default=str))
+            model_path = out_dir / BEST_ARTIFACT
+            import torch
+
+            torch.save({"model": best["model"], "epoch": int(best["epoch"]), "val_dice": float(best["dice"]),
+                        "network": self.c.network, "network_params": dict(self.c.network_params),
+                        "in_channels": int(ds.in_channels), "out_channels": int(ds.num_classes)}, model_path)
+            splits = out_dir / "splits.json"
+            self.p.plan.write(splits)
+            self.tracker.log_artifacts(run_id, [eval_dir / "cases.csv", eval_dir / "lesions.csv",
+                                                eval_dir / "summary.csv"], "evaluation")
+            self.tracker.log_artifacts(run_id, sorted(pred_dir.iterdir()), "predictions")
+            self.tracker.log_artifacts(run_id, [out_dir / "config.json", model_path, splits])
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+        summary = {"best_epoch": float(best["epoch"]), "best_val_dice": float(best["dice"])}
+        for metric, row in summary_df.iterrows():
+            for stat in ("mean", "median", "pooled"):
+                value = row.get(stat)
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    summary[f"test_{metric}_{stat}"] = float(value)
+        return summary
+
+    # progress ------------------------------------------------------------------------------
+    def _task(self, description: str, total: int, completed: int = 0) -> Any:
+        if self.progress is None:
+            return None
+        return self.progress.add_task(description, total=total, completed=completed)
+
+    def _advance(self, task: Any) -> None:
+        if task is not None:
+            self.progress.advance(task)
+
+    def _remove(self, task: Any) -> None:
+        if task is not None:
+            self.progress.remove_task(task)
+
+
+# -- the entry point used by the CLI (and the matrix) ----------------------------------------
+FAIL_ENV = "LOSSBENCH_FAIL_AT_EPOCH"
+
+
+def injected_failure_epoch(cell_name: str) -> int | None:
+    """Test hook: ``LOSSBENCH_FAIL_AT_EPOCH=E`` (every cell) or ``=CELL:E`` (one cell) makes
+    training raise at the start of epoch E, to exercise FAILED runs and resumption for real."""
+    value = os.environ.get(FAIL_ENV, "").strip()
+    if not value:
+        return None
+    target, sep, epoch = value.rpartition(":")
+    if sep and target != cell_name:
+        return None
+    try:
+        return int(epoch)
+    except ValueError:
+        raise LossbenchError(f"{FAIL_ENV} must be EPOCH or CELL:EPOCH, got {value!r}") from None
+
+def run_cell(
+    prepared: Prepared,
+    *,
+    tracking_uri: str | None,
+    experiment: str,
+    device: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    parent_run_id: str | None = None,
+    progress: Any = None,
+    extra_params: dict[str, Any] | None = None,
+    on_start: Callable[[str, bool], None] | None = None,
+) -> CellResult:
+    """Train and evaluate one prepared cell, logging to MLflow; resume or skip as the store says."""
+    from lossbench.tracking import CELL_TAG, KIND_TAG, Tracker
+
+    torch_device = resolve_device(device)
+    tracker = Tracker(tracking_uri, experiment)
+    fail_at = injected_failure_epoch(prepared.config.name)
+    cell = Cell(prepared, tracker, torch_device, progress=progress, fail_at_epoch=fail_at)
+    with cell_lock(cell.folder):
+        runs = tracker.find_cell_runs(prepared.identity)
+        newest = runs[0] if runs else None
+        if newest is not None and newest.info.status == "FINISHED" and not force:
+            raise CellAlreadyFinished(newest.info.run_id)
+        state = None if force else cell.load_state()
+        resumable = (newest is not None and newest.info.status != "FINISHED"
+                     and (state is None or state.get("run_id") == newest.info.run_id))
+        if resume and not resumable:
+            raise LossbenchError("--resume: this cell has no interrupted run to continue; run it without --resume")
+        if resumable and not force:
+            run_id = newest.info.run_id
+            tracker.reopen(run_id)
+            if state is not None and state.get("run_id") != run_id:
+                state = None
+        else:
+            if force and (cell.folder / STATE_FILE).exists():
+                (cell.folder / STATE_FILE).unlink()
+            state = None
+            tags = {CELL_TAG: prepared.identity, KIND_TAG: "cell", "lossbench.loss": prepared.config.loss,
+                    "lossbench.network": prepared.config.network, "lossbench.fold": str(prepared.config.fold),
+                    "lossbench.seed": str(prepared.config.seed), "lossbench.preset": prepared.config.preset}
+            run_id = tracker.start_run(prepared.config.name, tags, parent_run_id=parent_run_id)
+            tracker.log_params(run_id, run_params(prepared, torch_device, extra_params or {}))
+        if on_start is not None:
+            on_start(run_id, state is not None)
+        try:
+            result = cell.run(run_id, state)
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if isinstance(exc, KeyboardInterrupt):
+                tracker.client.set_terminated(run_id, status="KILLED")
+            else:
+                tracker.fail(run_id, message + "\n" + traceback.format_exc(limit=8))
+            raise
+        tracker.finish(run_id)
+        (cell.folder / STATE_FILE).unlink(missing_ok=True)
+        return result
+
+
+def finished_result(tracking_uri: str | None, experiment: str, run_id: str) -> CellResult:
+    """The summary of an already finished run, read back from MLflow."""
+    from lossbench.tracking import Tracker
+
+    tracker = Tracker(tracking_uri, experiment)
+    run = tracker.client.get_run(run_id)
+    metrics = dict(run.data.metrics)
+    return CellResult(
+        run_id=run_id, status="skipped", best_epoch=int(metrics.get("best_epoch", -1)),
+        best_val_dice=float(metrics.get("best_val_dice", float("nan"))), summary=metrics,
+        tracking_uri=tracker.uri, experiment=experiment, run_url=tracker.run_url(run_id),
+    )

@@ -1,0 +1,55 @@
+"""Presets and run settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from lossbench.errors import ParameterError
+from lossbench.registry import load_registry
+from lossbench.runconfig import PRESETS, resolve_run_config
+
+REG = load_registry()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("network", ["attunet", "segresnet", "unet", "unetr"])
+def test_every_builtin_network_fits_every_preset(preset, network):
+    cfg = resolve_run_config(loss="l1dfl", loss_params={}, network=network, network_params={}, dataset="psma",
+                             dataset_params={}, fold=0, seed=0, preset=preset, train={})
+    REG.get("network", network).check(cfg.network_params, patch_size=cfg.patch, spatial_dims=3,
+                                      batch_size=cfg.batch)
+
+
+def test_paper_preset_is_the_study():
+    p = PRESETS["paper"]
+    assert (p["lr"], p["weight_decay"], p["batch"], p["patch"], p["val_every"], p["spacing"], p["pos_neg"]) == (
+        2e-4, 1e-5, 4, (128, 128, 128), 2, (2.0, 2.0, 2.0), (4.0, 1.0))
+    assert p["amp"] is True and p["epochs"] == 1000
+
+
+def resolve(**train):
+    return resolve_run_config(loss="dl", loss_params={}, network="attunet", network_params={}, dataset="psma",
+                              dataset_params={}, fold=0, seed=0, preset="cpu", train=train)
+
+
+def test_settings_are_coerced():
+    cfg = resolve(patch="64", spacing="2,2,3", pos_neg="1:1", amp="false", epochs="3")
+    assert cfg.patch == (64, 64, 64) and cfg.spacing == (2.0, 2.0, 3.0) and cfg.pos_neg == (1.0, 1.0)
+    assert cfg.amp is False and cfg.epochs == 3
+
+
+@pytest.mark.parametrize("train, fragment", [
+    ({"patch": "64,64"}, "1 or 3"), ({"epochs": 0}, ">= 1"), ({"lr": "fast"}, "expects float"),
+    ({"warmup": 3}, "unknown training setting"), ({"pos_neg": "4"}, "4:1"),
+])
+def test_bad_settings(train, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        resolve(**train)
+
+
+def test_identity_changes_with_what_matters():
+    base = resolve()
+    assert base.identity("split", "code") == resolve().identity("split", "code")
+    assert base.identity("split", "code") != resolve(epochs=2).identity("split", "code")
+    assert base.identity("split", "code") != base.identity("other split", "code")
+    assert base.identity("split", "code") != base.identity("split", "new code")
