@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - older Typer on top of Click
 
 from lossbench import __version__
 from lossbench.cli import check, data, evaluate, listing, plugins, show
+from lossbench.cli import matrix as matrix_cmd
 from lossbench.cli import run as run_cmd
 from lossbench.cli import ui as ui_cmd
 from lossbench.cli._common import debug, fail
@@ -53,6 +54,7 @@ app.command("check")(check.check)
 app.command("evaluate")(evaluate.evaluate)
 app.add_typer(data.data, name="data")
 app.command("run")(run_cmd.run)
+app.command("matrix")(matrix_cmd.matrix)
 app.command("ui")(ui_cmd.ui)
 
 
