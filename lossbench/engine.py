@@ -209,6 +209,24 @@ def run_params(p: Prepared, device: Any, extra: dict[str, Any]) -> dict[str, Any
     return params
 
 
+def label_on_pet_grid(label: Any, pet: Any) -> Any:
+    """The label array on the PET grid, where the study computes every metric.
+
+    A label already on the PET grid is returned as is; one on another grid (a dataset with
+    ``label_geometry=resample``) is resampled nearest-neighbour, as the reference pipeline does.
+    """
+    import numpy as np
+
+    if label.array.shape == pet.array.shape and np.allclose(label.affine, pet.affine, atol=1e-3):
+        return label.array
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    moved = resample_from_to(nib.Nifti1Image(np.asarray(label.array, dtype=np.float32), label.affine),
+                             (pet.array.shape, pet.affine), order=0)
+    return np.asarray(moved.dataobj) > 0.5
+
+
 # -- the training loop -----------------------------------------------------------------------
 class Cell:
     """One cell's training, validation, inference and evaluation."""
@@ -443,13 +461,13 @@ class Cell:
                 logits = self._infer(item[ds.image_key][None])[0].cpu()
                 mask = ds.prediction_to_original(item, logits, infer_tf)
                 pet = read_image(case.pet, kind="pet")
-                gt = read_image(case.label)
-                if mask.shape != gt.array.shape:
+                gt = label_on_pet_grid(read_image(case.label), pet)
+                if mask.shape != pet.array.shape:
                     raise LossbenchError(
-                        f"case {case.id}: prediction shape {mask.shape} does not match the label {gt.array.shape}"
+                        f"case {case.id}: prediction shape {mask.shape} does not match the PET {pet.array.shape}"
                     )
-                nib.save(nib.Nifti1Image(mask.astype(np.uint8), gt.affine), str(pred_dir / f"{case.id}.nii.gz"))
-                result = evaluate_case(mask, gt.array, pet.array, gt.spacing, case_id=case.id)
+                nib.save(nib.Nifti1Image(mask.astype(np.uint8), pet.affine), str(pred_dir / f"{case.id}.nii.gz"))
+                result = evaluate_case(mask, gt, pet.array, pet.spacing, case_id=case.id)
                 case_rows.append(result.case)
                 lesion_rows.extend(result.lesions)
                 self._advance(task)

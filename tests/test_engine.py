@@ -1,0 +1,44 @@
+"""Engine helpers that need no training."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lossbench.engine import epoch_seed, injected_failure_epoch, label_on_pet_grid
+from lossbench.errors import LossbenchError
+
+
+def test_label_on_the_pet_grid_is_kept():
+    label = SimpleNamespace(array=np.eye(3, dtype=np.uint8)[..., None].repeat(2, 2), affine=np.eye(4))
+    pet = SimpleNamespace(array=np.zeros((3, 3, 2)), affine=np.eye(4))
+    assert label_on_pet_grid(label, pet) is label.array
+
+
+def test_label_on_another_grid_is_resampled_nearest():
+    lab = np.zeros((10, 10, 10), bool)
+    lab[2:5, 2:5, 2:5] = True  # 1-mm voxels 2..4 -> 0.5-mm voxels 4..9
+    pet = SimpleNamespace(array=np.zeros((20, 20, 20)), affine=np.diag([0.5, 0.5, 0.5, 1.0]))
+    out = label_on_pet_grid(SimpleNamespace(array=lab, affine=np.eye(4)), pet)
+    assert out.shape == (20, 20, 20) and out.sum() == 27 * 8
+    assert out[4:10, 4:10, 4:10].all()
+
+
+def test_epoch_seeds_are_stable_and_distinct():
+    assert epoch_seed(0, 3) == epoch_seed(0, 3)
+    assert len({epoch_seed(s, e) for s in range(3) for e in range(50)}) == 150
+
+
+def test_failure_hook(monkeypatch):
+    monkeypatch.delenv("LOSSBENCH_FAIL_AT_EPOCH", raising=False)
+    assert injected_failure_epoch("dl-attunet-fold0-seed0") is None
+    monkeypatch.setenv("LOSSBENCH_FAIL_AT_EPOCH", "2")
+    assert injected_failure_epoch("dl-attunet-fold0-seed0") == 2
+    monkeypatch.setenv("LOSSBENCH_FAIL_AT_EPOCH", "dl-attunet-fold0-seed1:1")
+    assert injected_failure_epoch("dl-attunet-fold0-seed0") is None
+    assert injected_failure_epoch("dl-attunet-fold0-seed1") == 1
+    monkeypatch.setenv("LOSSBENCH_FAIL_AT_EPOCH", "soon")
+    with pytest.raises(LossbenchError):
+        injected_failure_epoch("x")
