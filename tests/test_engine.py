@@ -19,11 +19,11 @@ def test_label_on_the_pet_grid_is_kept():
 
 def test_label_on_another_grid_is_resampled_nearest():
     lab = np.zeros((10, 10, 10), bool)
-    lab[2:5, 2:5, 2:5] = True  # 1-mm voxels 2..4 -> 0.5-mm voxels 4..9
+    lab[2:5, 2:5, 2:5] = True  # 1-mm voxels 2..4 (centres 2..4 mm) -> nearest for 0.5-mm centres 1.5..4.0 mm
     pet = SimpleNamespace(array=np.zeros((20, 20, 20)), affine=np.diag([0.5, 0.5, 0.5, 1.0]))
     out = label_on_pet_grid(SimpleNamespace(array=lab, affine=np.eye(4)), pet)
     assert out.shape == (20, 20, 20) and out.sum() == 27 * 8
-    assert out[4:10, 4:10, 4:10].all()
+    assert out[3:9, 3:9, 3:9].all()
 
 
 def test_epoch_seeds_are_stable_and_distinct():
