@@ -122,7 +122,9 @@ def test_weights_carry_no_gradient():
     y = torch.zeros_like(p).scatter_(1, target, 1.0)
     beta = harmonising_weights((p - y).abs().detach(), 0.05)  # constants
     d = (2 * (beta * p * y).sum((2, 3)) + 1e-8) / ((beta * (p**2 + y**2)).sum((2, 3)) + 1e-8)
-    manual = (1 - d.mean()) + loss.focal(frozen, y)
+    from monai.losses import FocalLoss
+
+    manual = (1 - d.mean()) + FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=False)(frozen, y)
     manual.backward()
     assert torch.allclose(logits.grad, frozen.grad, atol=1e-6)
 
@@ -139,7 +141,7 @@ def test_histogram_pools_the_batch():
 
 def test_registry_builds_with_overrides():
     loss = load_registry().build("loss", "l1dfl", {"epsilon": "0.1", "gamma": "0"})
-    assert loss.epsilon == 0.1 and loss.focal.gamma == 0.0
+    assert loss.epsilon == 0.1 and loss.gamma == 0.0
 
 
 def test_rejects_bad_epsilon():
@@ -152,3 +154,46 @@ def test_autocast_computes_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = L1WeightedDiceFocalLoss()(logits.bfloat16(), target)
     assert value.dtype == torch.float32
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.1, 0.03, 0.07, 0.2, 0.5, 1.0])
+def test_fast_bin_index_equals_bucketize_at_and_around_every_edge(epsilon):
+    left, _ = bin_geometry(epsilon)
+    below = torch.nextafter(left, torch.tensor(-1.0)).clamp(min=0)
+    above = torch.nextafter(left, torch.tensor(2.0)).clamp(max=1)
+    g = torch.cat([torch.rand(200_000, generator=torch.Generator().manual_seed(1)), left, below, above,
+                   torch.tensor([0.0, 1.0])])
+    expected = (torch.bucketize(g, left, right=True) - 1).clamp(0, left.numel() - 1)
+    assert torch.equal(bin_index(g, left, epsilon).long(), expected)
+
+
+def reference_l1dfl(logits, target, epsilon=0.05, gamma=2.0):
+    """A plain transcription of PAPER.md 1.2: bucketize, float64 weights, MONAI's FocalLoss."""
+    from monai.losses import FocalLoss
+
+    p = torch.softmax(logits.float(), 1)
+    y = torch.zeros_like(p).scatter_(1, target, 1.0)
+    g = (p - y).abs().detach().reshape(-1)
+    left, width = bin_geometry(epsilon)
+    idx = (torch.bucketize(g, left, right=True) - 1).clamp(0, left.numel() - 1)
+    counts = torch.zeros(left.numel(), dtype=torch.float64).scatter_add_(0, idx, torch.ones_like(g, dtype=torch.float64))
+    beta = (g.numel() / (counts / width))[idx].float().reshape(p.shape)
+    dims = tuple(range(2, p.dim()))
+    d = (2 * (beta * p * y).sum(dims) + 1e-8) / ((beta * (p**2 + y**2)).sum(dims) + 1e-8)
+    return (1 - d.mean()) + FocalLoss(gamma=gamma, use_softmax=True, to_onehot_y=False)(logits.float(), y)
+
+
+@pytest.mark.parametrize("gamma", [2.0, 0.0])
+@pytest.mark.parametrize("shape", [(3, 2, 9, 7, 5), (2, 3, 11, 6), (1, 2, 16, 16, 16)])
+def test_equals_a_plain_reference_transcription(shape, gamma):
+    gen = torch.Generator().manual_seed(sum(shape))
+    logits = (torch.randn(shape, generator=gen) * 3).requires_grad_(True)
+    target = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=gen)
+    ours = L1WeightedDiceFocalLoss(gamma=gamma)(logits, target)
+    ours.backward()
+    grad = logits.grad.clone()
+    logits.grad = None
+    ref = reference_l1dfl(logits, target, gamma=gamma)
+    ref.backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(grad, logits.grad, rtol=1e-4, atol=1e-7)
