@@ -8,6 +8,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lossbench.matrix import cell_command, parse_int_list, scoped_assignments
@@ -79,6 +80,20 @@ def test_matrix_parallel_then_rerun_skips_everything(cohort, tmp_path):
     assert again.returncode == 0
     assert "4 already finished, 0 to run" in again.stdout and "local MLflow server" not in again.stdout
     assert len([r for r in mlflow_runs(home)[1] if r.data.tags.get("lossbench.kind") == "cell"]) == 4
+
+    # and the comparison reads the matrix back from MLflow alone
+    report = tmp_path / "report"
+    compared = subprocess.run(
+        [lossbench_executable(), "compare", "--parent", parent.info.run_id, "--out", str(report), "--min-pairs", "2"],
+        capture_output=True, text=True, env=run_env(home), cwd=tmp_path, timeout=600,
+    )
+    assert compared.returncode == 0, compared.stdout[-3000:] + compared.stderr[-3000:]
+    tests = pd.read_csv(report / "tests.csv")
+    assert set(tests["network"]) == {"attunet"} and {"dl", "l1dfl"} <= set(tests["loss_a"]) | set(tests["loss_b"])
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table" in html
+    kinds = [r.data.tags.get("lossbench.kind") for r in mlflow_runs(home)[1]]
+    assert kinds.count("comparison") == 1
 
 
 def test_failing_cell_does_not_stop_the_others(cohort, tmp_path):

@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - older Typer on top of Click
 
 from lossbench import __version__
 from lossbench.cli import check, data, evaluate, listing, plugins, show
+from lossbench.cli import compare as compare_cmd
 from lossbench.cli import matrix as matrix_cmd
 from lossbench.cli import run as run_cmd
 from lossbench.cli import ui as ui_cmd
@@ -30,7 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -52,6 +53,7 @@ app.command("plugins")(plugins.plugins)
 app.command("show")(show.show)
 app.command("check")(check.check)
 app.command("evaluate")(evaluate.evaluate)
+app.command("compare")(compare_cmd.compare)
 app.add_typer(data.data, name="data")
 app.command("run")(run_cmd.run)
 app.command("matrix")(matrix_cmd.matrix)

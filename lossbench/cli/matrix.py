@@ -14,7 +14,7 @@ def matrix(
     net: str = typer.Option("attunet", "--net", help="Networks, comma separated."),
     folds: str = typer.Option("0", "--folds", help="Folds: 0-4 or 0,2."),
     seeds: str = typer.Option("0", "--seeds", help="Seeds: 0,1,2 or 0-2."),
-    dataset: str = typer.Option(None, "--dataset", help="Registry name of the dataset [default: psma]."),
+    dataset: str = typer.Option(None, "--dataset", help="Registry name of the dataset (default: psma)."),
     data: str = typer.Option(None, "--data", help="Data folder (default: the synthetic PSMA cohort)."),
     preset: str = typer.Option(None, "--preset", help="Settings preset shared by every cell: cpu or paper."),
     epochs: int = typer.Option(None, "--epochs", help="Training epochs (preset's by default)."),
