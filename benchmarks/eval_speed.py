@@ -41,7 +41,7 @@ import cc3d  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.spatial.distance import pdist  # noqa: E402
 
-from lossbench.evaluation import dmax_mm, evaluate_case  # noqa: E402
+from lossbench.evaluation import dmax_mm, evaluate_case, reference  # noqa: E402
 
 SPACING = (4.0, 4.0, 4.0)
 
@@ -99,62 +99,16 @@ def _ball_values(pet: np.ndarray, centre, radii, peak: float) -> None:
 # ------------------------------------------------------------------------------- baseline (reference)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.logical_and(a, b).sum()
-    return inter / (a.sum() + b.sum() - inter)
-
-
-def baseline_detection(pred, gt, pet, criterion: int, threshold: float = 0.5):
-    gl, ng = cc3d.connected_components(gt, connectivity=18, return_N=True)
-    pl, npr = cc3d.connected_components(pred, connectivity=18, return_N=True)
-    tp = fp = 0
-    if criterion == 1:
-        for i in range(1, npr + 1):
-            if np.any((pl == i) & (gl > 0)):
-                tp += 1
-            else:
-                fp += 1
-        fn = sum(1 for j in range(1, ng + 1) if not np.any((gl == j) & (pl > 0)))
-        return tp, fp, fn
-    pool = list(range(1, ng + 1))
-    for i in range(1, npr + 1):
-        pmask = pl == i
-        best, match = 0.0, None
-        for j in range(1, ng + 1):
-            v = _iou(gl == j, pmask)
-            if v > best:
-                best, match = v, j
-        if match is None or match not in pool:
-            fp += 1
-            continue
-        if criterion == 2:
-            hit = best >= threshold
-        else:
-            prod = (gl == match) * pet
-            hit = bool(pmask[np.unravel_index(np.argmax(prod), prod.shape)])
-        if hit:
-            tp += 1
-            pool.remove(match)
-        else:
-            fp += 1
-    return tp, fp, len(pool)
-
-
 def baseline_case(pred, gt, pet, spacing, dmax_sample: int, pdist_max_gib: float, rng) -> tuple[dict, dict]:
     """Per-case metrics the reference way; returns (values, dmax timing info)."""
     voxel_ml = float(np.prod(spacing)) / 1000
     out: dict[str, float] = {}
     out["dice"] = 2.0 * np.sum(pred[gt == 1]) / (np.sum(gt) + np.sum(pred))
     for k in (1, 2, 3):
-        out[f"tp_c{k}"], out[f"fp_c{k}"], out[f"fn_c{k}"] = baseline_detection(pred, gt, pet, k)
+        out[f"tp_c{k}"], out[f"fp_c{k}"], out[f"fn_c{k}"] = reference.detection(pred, gt, pet, k)
     pl, npr = cc3d.connected_components(pred, connectivity=18, return_N=True)
     gl, ng = cc3d.connected_components(gt, connectivity=18, return_N=True)
-    out["fp_volume_ml"] = voxel_ml * sum(
-        int((pl == i).sum()) for i in range(1, npr + 1) if ((pl == i) * gt).sum() == 0
-    )
-    out["fn_volume_ml"] = voxel_ml * sum(
-        int((gl == j).sum()) for j in range(1, ng + 1) if ((gl == j) * pred).sum() == 0
-    )
+    out["fp_volume_ml"], out["fn_volume_ml"] = reference.fp_fn_volume(pred, gt, spacing)
     dmax_info = {}
     for who, mask, lab, n in (("gt", gt, gl, ng), ("pred", pred, pl, npr)):
         prod = pet * mask

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossbench.compare.stats import CORRECTIONS, MIN_PAIRS, aggregate
+from lossbench.compare.stats import CORRECTIONS, MIN_PAIRS, adjust_pvalues, aggregate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,7 +189,6 @@ def agreement_table(
     ``correction`` (``tost_p_adjusted``) and ``equivalent`` is ``tost_p_adjusted <= alpha``.
     """
     import pandas as pd
-    from statsmodels.stats.multitest import multipletests
 
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
@@ -225,14 +224,6 @@ def agreement_table(
                 row["tost_p"], row["tost_p_lower"], row["tost_p_upper"] = tost(x, y, delta)
             rows.append(row)
     out = pd.DataFrame(rows, columns=[*by, *AGREEMENT_COLUMNS])
-    p = out["tost_p"].to_numpy(dtype=np.float64)
-    tested = ~np.isnan(p)
-    adjusted = np.full(p.shape, np.nan)
-    equivalent = np.zeros(p.shape, dtype=bool)
-    if tested.any():
-        reject, p_adj, _, _ = multipletests(p[tested], alpha=alpha, method=correction)
-        adjusted[tested] = p_adj
-        equivalent[tested] = reject
-    out["tost_p_adjusted"] = adjusted
-    out["equivalent"] = equivalent
+    out["tost_p_adjusted"], out["equivalent"] = adjust_pvalues(
+        out["tost_p"].to_numpy(dtype=np.float64), method=correction, alpha=alpha)
     return out

@@ -443,23 +443,26 @@ def paired_tests(
     return correct(tests, method=correction, alpha=alpha)
 
 
-def correct(tests: pd.DataFrame, *, method: str = "holm", alpha: float = 0.05) -> pd.DataFrame:
-    """Fill ``p_adjusted`` and ``significant`` over every row with a p-value (the family)."""
+def adjust_pvalues(p: np.ndarray, *, method: str = "holm", alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Adjusted p-values and rejections over the non-NaN entries of ``p`` (NaN: not tested)."""
     from statsmodels.stats.multitest import multipletests
 
     if method not in CORRECTIONS:
         raise ValueError(f"unknown correction {method!r}; use one of {', '.join(CORRECTIONS)}")
-    out = tests.copy()
-    p = out["p"].to_numpy(dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
     tested = ~np.isnan(p)
     adjusted = np.full(p.shape, np.nan)
-    significant = np.zeros(p.shape, dtype=bool)
+    reject = np.zeros(p.shape, dtype=bool)
     if tested.any():
-        reject, p_adj, _, _ = multipletests(p[tested], alpha=alpha, method=method)
-        adjusted[tested] = p_adj
-        significant[tested] = reject
-    out["p_adjusted"] = adjusted
-    out["significant"] = significant
+        reject[tested], adjusted[tested], _, _ = multipletests(p[tested], alpha=alpha, method=method)
+    return adjusted, reject
+
+
+def correct(tests: pd.DataFrame, *, method: str = "holm", alpha: float = 0.05) -> pd.DataFrame:
+    """Fill ``p_adjusted`` and ``significant`` over every row with a p-value (the family)."""
+    out = tests.copy()
+    out["p_adjusted"], out["significant"] = adjust_pvalues(out["p"].to_numpy(dtype=np.float64), method=method,
+                                                           alpha=alpha)
     return out
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from lossbench.evaluation import dmax_mm, evaluate_case
 
-from . import _naive
+from lossbench.evaluation import reference as _naive
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

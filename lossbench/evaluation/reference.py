@@ -1,7 +1,9 @@
 """A deliberately plain re-statement of the reference algorithm (PAPER.md §6), for cross-checks.
 
 Full-volume masks per component, an IoU loop over every (prediction, GT) pair, the argmax of
-PET × lesion mask over the whole volume, brute-force pairwise distances. Slow, obviously right.
+PET × lesion mask over the whole volume, brute-force pairwise distances. Slow, obviously right:
+the tests check :func:`lossbench.evaluation.evaluate_case` against it, and
+``benchmarks/eval_speed.py`` uses it as the baseline. Not for production use.
 Where the reference would crash (a best match already out of the pool; a component without overlap
 containing voxel (0, 0, 0)) it follows lossbench's documented policy: FP.
 """
