@@ -22,6 +22,7 @@ import gc
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -104,7 +105,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--foreground", type=float, default=0.02, help="fraction of lesion voxels in the target")
+    parser.add_argument("--malloc", default="tuned", choices=("tuned", "default"),
+                        help="glibc allocator: 'tuned' as lossbench run uses (16 GiB mmap/trim thresholds) or "
+                             "glibc's defaults, under which CPU timings are 2-4x slower and erratic")
     args = parser.parse_args()
+    if args.malloc == "tuned" and sys.platform.startswith("linux"):
+        from lossbench.cli._run_common import MALLOC_ENV
+
+        if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):  # they act only at process start
+            os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
     import torch
     from monai.losses import DiceFocalLoss, DiceLoss
@@ -127,7 +136,7 @@ def main() -> None:
     except (OSError, StopIteration):
         model = name
     print(f"device: {device.type} ({model}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}; median of {args.repeats} after {args.warmup} warm-up")
+          f"cpus {os.cpu_count()}; allocator {args.malloc}; median of {args.repeats} after {args.warmup} warm-up")
     header = f"{'shape':>18} | {'loss':<32} | {'time ms':>9} | {'peak MiB':>9} | {'time / baseline':>15} | {'mem / baseline':>14}"
     print(header)
     print("-" * len(header))

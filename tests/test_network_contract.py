@@ -202,6 +202,19 @@ def test_unet_batch_norm_needs_more_than_one_bottleneck_voxel_for_a_batch_of_one
     component.check({**small, "norm": "instance"}, patch_size=(4, 4, 4), spatial_dims=3, batch_size=1)
 
 
+def test_attunet_batch_norm_bottleneck_is_refused_at_batch_one_and_really_fails():
+    import torch
+
+    component = REGISTRY.get("network", "attunet")
+    small = {"channels": "4,8,16", "strides": "2,2"}
+    with pytest.raises(LossbenchError, match="batch norm"):
+        component.check(small, patch_size=(4, 4, 4), spatial_dims=3, batch_size=1)
+    component.check(small, patch_size=(8, 8, 8), spatial_dims=3, batch_size=1)
+    net = component.build(small, in_channels=2, out_channels=2, spatial_dims=3).train()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):  # what the check prevents
+        net(torch.zeros(1, 2, 4, 4, 4))
+
+
 def test_total_stride_is_the_product_of_strides():
     component = REGISTRY.get("network", "attunet")
     params = {"channels": "4,8,16", "strides": "2,3"}

@@ -21,7 +21,7 @@ def run_matrix(reg: Any, out: Any, err: Any, *, loss: str, net: str, folds: str,
                experiment: str, tracking_uri: str | None, jobs: int, device: str, dry_run: bool) -> None:
     from lossbench.cli._run_common import build_config
     from lossbench.config import parse_assignments
-    from lossbench.engine import prepare
+    from lossbench.engine import prepare, resolve_device
     from lossbench.matrix import (
         CellJob, cell_command, check_shared_budget, local_tracking_server, matrix_id, parse_int_list, parse_names,
         run_jobs, scoped_assignments,
@@ -30,6 +30,7 @@ def run_matrix(reg: Any, out: Any, err: Any, *, loss: str, net: str, folds: str,
 
     if jobs < 1:
         raise LossbenchError(f"--jobs must be >= 1, got {jobs}")
+    resolve_device(device)
     losses = parse_names(loss, "--loss")
     nets = parse_names(net, "--net")
     fold_list = parse_int_list(folds, "--folds")

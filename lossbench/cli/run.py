@@ -61,8 +61,9 @@ def run(
             "epochs": epochs, "patch": patch, "batch": batch, "lr": lr, "val_every": val_every, "spacing": spacing,
         }.items() if v is not None}},
     )
-    from lossbench.engine import CellAlreadyFinished, finished_result, prepare, run_cell
+    from lossbench.engine import CellAlreadyFinished, finished_result, prepare, resolve_device, run_cell
 
+    resolve_device(device)
     out = console()
     with out.status("checking the data and settings…"):
         prepared = prepare(cfg, reg)

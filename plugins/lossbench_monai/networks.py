@@ -98,12 +98,14 @@ def _check_levels(name: str, params: Mapping[str, Any]) -> int:
 
 # -- Attention U-Net ------------------------------------------------------------------------
 def check_attunet(params: Mapping[str, Any], *, patch_size: Any = None, spatial_dims: int = 3, **context: Any) -> None:
-    """Channels/strides lengths, odd kernels, and a patch divisible by the product of the strides."""
+    """Channels/strides lengths, odd kernels, a patch divisible by the product of the strides, and
+    (MONAI's AttentionUnet uses batch norm) no 1-voxel bottleneck at batch 1."""
     total = _check_levels("attunet", params)
     _check_kernels("attunet", params, ("kernel_size", "up_kernel_size"))
     _check_dropout("attunet", "dropout", params.get("dropout"))
     patch = _patch("attunet", patch_size, spatial_dims)
     _check_divisible("attunet", patch, total, f"strides {_csv(params['strides'])}", "strides")
+    _check_batchnorm_bottleneck("attunet", patch, total, context.get("batch_size"))
 
 
 def build_attunet(
@@ -176,13 +178,18 @@ def check_unet(params: Mapping[str, Any], *, patch_size: Any = None, spatial_dim
         raise LossbenchError(f"unet: num_res_units={params['num_res_units']} must be 0 or more")
     patch = _patch("unet", patch_size, spatial_dims)
     _check_divisible("unet", patch, total, f"strides {_csv(params['strides'])}", "strides")
-    if patch is not None and params.get("norm") == "batch" and context.get("batch_size") == 1:
-        if all(p // total == 1 for p in patch):
-            raise LossbenchError(
-                f"unet: with norm=batch and a batch of 1, patch {_fmt(patch)} leaves a 1-voxel bottleneck "
-                f"(total stride {total}) that batch norm cannot normalise; use a larger patch, a batch of 2 "
-                "or more, or norm=instance"
-            )
+    if params.get("norm") == "batch":
+        _check_batchnorm_bottleneck("unet", patch, total, context.get("batch_size"), "or norm=instance")
+
+
+def _check_batchnorm_bottleneck(name: str, patch: Any, total: int, batch_size: Any, other_fix: str = "") -> None:
+    """Batch norm cannot normalise a single value per channel: refuse a 1-voxel bottleneck at batch 1."""
+    if patch is not None and batch_size == 1 and all(p // total == 1 for p in patch):
+        raise LossbenchError(
+            f"{name}: with batch norm and a batch of 1, patch {_fmt(patch)} leaves a 1-voxel bottleneck "
+            f"(total stride {total}) that batch norm cannot normalise; use a larger patch or a batch of 2 "
+            f"or more{', ' + other_fix if other_fix else ''}"
+        )
 
 
 def build_unet(
