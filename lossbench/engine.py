@@ -327,8 +327,6 @@ class Cell:
 
     # the run -------------------------------------------------------------------------------
     def run(self, run_id: str, state: dict | None) -> CellResult:
-        import torch
-
         self._build()
         self._data()
         start_epoch = 0
@@ -380,7 +378,6 @@ class Cell:
         summary = self._test_and_log(run_id, best)
         summary.update({f"time_{k}_seconds": v for k, v in self.timings.items()})
         self.tracker.log_metrics(run_id, summary, step=self.c.epochs)
-        torch.set_grad_enabled(True)
         return CellResult(
             run_id=run_id, status="finished", best_epoch=best["epoch"], best_val_dice=best["dice"], summary=summary,
             tracking_uri=self.tracker.uri, experiment=self.tracker.experiment,
@@ -571,11 +568,11 @@ def run_cell(
         if resumable and not force:
             run_id = newest.info.run_id
             tracker.reopen(run_id)
-            if state is not None and state.get("run_id") != run_id:
-                state = None
         else:
-            if force and (cell.folder / STATE_FILE).exists():
-                (cell.folder / STATE_FILE).unlink()
+            if force:
+                (cell.folder / STATE_FILE).unlink(missing_ok=True)
+                if newest is not None and newest.info.status in ("RUNNING", "SCHEDULED"):
+                    tracker.client.set_terminated(newest.info.run_id, status="KILLED")  # superseded
             state = None
             tags = {CELL_TAG: prepared.identity, KIND_TAG: "cell", "lossbench.loss": prepared.config.loss,
                     "lossbench.network": prepared.config.network, "lossbench.fold": str(prepared.config.fold),
