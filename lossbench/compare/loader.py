@@ -58,6 +58,9 @@ class RunRecord:
     preset: str
     status: str
     start_time: int
+    #: The run's training budget and data (its ``config.*`` and ``split.sha256`` params, minus
+    #: loss, network, fold and seed): runs compared with each other must agree on it.
+    budget: tuple[tuple[str, str], ...] = ()
 
     @property
     def replicate(self) -> tuple[str, str, str, str]:
@@ -83,7 +86,33 @@ def _record(run: Any) -> RunRecord:
         network=tags.get("lossbench.network", ""), fold=_int_or_str(tags.get("lossbench.fold")),
         seed=_int_or_str(tags.get("lossbench.seed")), preset=tags.get("lossbench.preset", ""),
         status=run.info.status, start_time=int(run.info.start_time or 0),
+        budget=tuple(sorted((k, v) for k, v in run.data.params.items() if _is_budget(k))),
     )
+
+
+_NOT_BUDGET = ("config.loss", "config.network", "config.fold", "config.seed")
+
+
+def _is_budget(param: str) -> bool:
+    if param == "split.sha256":
+        return True
+    return param.startswith("config.") and not any(param == k or param.startswith(k + "_params.") or
+                                                   param.startswith(k + ".") for k in _NOT_BUDGET)
+
+
+def _check_same_budget(records: Sequence[RunRecord]) -> None:
+    """Runs that differ in anything but loss, network, fold and seed are not compared silently."""
+    first = dict(records[0].budget)
+    for rec in records[1:]:
+        other = dict(rec.budget)
+        diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        if diff:
+            key = diff[0]
+            raise LossbenchError(
+                f"runs {records[0].label()} and {rec.label()} differ in {key} ({first.get(key)!r} vs "
+                f"{other.get(key)!r}{f' and {len(diff) - 1} more' if len(diff) > 1 else ''}): losses are compared "
+                "under one budget and one split; choose one set with --parent or --runs"
+            )
 
 
 def parse_run_ids(text: str) -> list[str]:
@@ -200,6 +229,7 @@ def select_runs(
     if len(presets) > 1:
         shown = ", ".join(f"{p or '(none)'}: {n} runs" for p, n in sorted(presets.items()))
         raise LossbenchError(f"the selected runs mix presets ({shown}); choose one set with --parent or --runs")
+    _check_same_budget(records)
     records.sort(key=lambda r: (r.network, r.loss, str(r.fold), str(r.seed)))
     return records, notes
 

@@ -65,7 +65,7 @@ def cases_table(gt: pd.DataFrame, *, dice_shift: float = 0.0, fp_rate: float = 1
 
 def log_runs(home: Path, experiment: str, specs: Sequence[Mapping], *, parent_of: Mapping[int, str] | None = None,
              tmp: Path) -> list[str]:
-    """Log one FINISHED cell run per spec (loss, network, fold, seed, table[, status, preset]) like the engine."""
+    """Log one FINISHED cell run per spec (loss, network, fold, seed, table[, status, preset, params]) like the engine."""
     from lossbench.tracking import CELL_TAG, KIND_TAG, Tracker
 
     tracker = Tracker(None, experiment)
@@ -77,6 +77,8 @@ def log_runs(home: Path, experiment: str, specs: Sequence[Mapping], *, parent_of
                 "lossbench.preset": spec.get("preset", "cpu")}
         name = f"{spec['loss']}-{spec['network']}-fold{spec['fold']}-seed{spec['seed']}"
         run_id = tracker.start_run(name, tags, parent_run_id=(parent_of or {}).get(i))
+        if spec.get("params"):
+            tracker.log_params(run_id, spec["params"])
         if spec.get("table") is not None:
             folder = tmp / f"run{i}" / "evaluation"
             folder.mkdir(parents=True)

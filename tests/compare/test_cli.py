@@ -59,6 +59,13 @@ def store(tmp_path_factory):
         matrix_parent(home, "empty")
         single = log_runs(home, "single", [{"loss": "dl", "network": "attunet", "fold": 0, "seed": s,
                                             "table": table(0.0, s)} for s in (0, 1)], tmp=root / "d")
+        budget = {"config": {"epochs": 30, "patch": (48, 48, 48)}, "split": {"sha256": "abc"}}
+        log_runs(home, "budgets", [
+            {"loss": "dl", "network": "attunet", "fold": 0, "seed": 0, "table": table(0.0, 0),
+             "params": {**budget, "config": {**budget["config"], "loss": "dl"}}},
+            {"loss": "l1dfl", "network": "attunet", "fold": 0, "seed": 0, "table": table(0.1, 0),
+             "params": {**budget, "config": {"epochs": 10, "patch": (48, 48, 48), "loss": "l1dfl"}}},
+        ], tmp=root / "g")
         broken = log_runs(home, "broken", [{"loss": "dl", "network": "attunet", "fold": 0, "seed": 0,
                                             "table": table(0.0, 0)},
                                            {"loss": "l1dfl", "network": "attunet", "fold": 0, "seed": 0,
@@ -165,7 +172,7 @@ def test_compare_exactly_the_runs_given(store, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no runs", "single loss", "no cases.csv", "unknown metric", "server down",
-                                  "failed run listed", "not a report folder"])
+                                  "failed run listed", "not a report folder", "different budgets"])
 def test_compare_errors_are_one_line(store, tmp_path, case):
     args = {
         "no runs": ["--experiment", "empty"],
@@ -175,6 +182,7 @@ def test_compare_errors_are_one_line(store, tmp_path, case):
         "server down": ["--experiment", "psma", "--tracking-uri", "http://127.0.0.1:9"],
         "failed run listed": ["--experiment", "psma", "--runs", f"{store['children'][0]},{store['failed']}"],
         "not a report folder": ["--experiment", "psma", "--out", "."],
+        "different budgets": ["--experiment", "budgets"],
     }[case]
     message = {
         "no runs": "no finished cell runs in experiment 'empty'",
@@ -184,6 +192,7 @@ def test_compare_errors_are_one_line(store, tmp_path, case):
         "server down": "is unreachable",
         "failed run listed": "is FAILED, not FINISHED",
         "not a report folder": "is not a lossbench report folder",
+        "different budgets": "differ in config.epochs",
     }[case]
     (tmp_path / "keep.txt").write_text("mine")
     res = lossbench(store["home"], *args, cwd=tmp_path)
