@@ -27,6 +27,8 @@ TRAIN_FIELDS = (
 PRESETS: dict[str, dict[str, Any]] = {
     # PAPER.md §4-5: AdamW 2e-4 / 1e-5, cosine over the epochs, batch 4, 128³ patches at 2 mm,
     # pos:neg 4:1, validation every 2 epochs, best validation Dice, mixed precision on CUDA.
+    # Batch 4 is the reference's per-GPU batch (it ran 2 GPUs under DDP, 8 patches per step):
+    # L1DFL's histogram pools the local batch, so 4 keeps the loss's semantics on one GPU.
     "paper": {
         "epochs": 1000, "patch": (128, 128, 128), "batch": 4, "lr": 2e-4, "weight_decay": 1e-5,
         "val_every": 2, "spacing": (2.0, 2.0, 2.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
