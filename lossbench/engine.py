@@ -368,6 +368,9 @@ class Cell:
                 t0 = time.perf_counter()
                 atomic_torch_save(self._state(epoch, best, history, run_id), self.folder / STATE_FILE)
                 self.timings["checkpoint"] += time.perf_counter() - t0
+                self._say(f"epoch {epoch + 1}/{self.c.epochs}: train loss {metrics['train_loss']:.4f}, "
+                          f"validation Dice {metrics['val_dice']:.4f} (best {metrics['val_dice_best']:.4f}), "
+                          f"checkpoint saved")
             self._advance(epochs_task)
         self._remove(epochs_task)
 
@@ -503,6 +506,11 @@ class Cell:
         return summary
 
     # progress ------------------------------------------------------------------------------
+    def _say(self, line: str) -> None:
+        """A lasting line above the progress bars (and the only progress shown when not on a terminal)."""
+        if self.progress is not None:
+            self.progress.console.print(line, highlight=False)
+
     def _task(self, description: str, total: int, completed: int = 0) -> Any:
         if self.progress is None:
             return None
