@@ -98,10 +98,14 @@ def test_matrix_parallel_then_rerun_skips_everything(cohort, tmp_path):
 
 def test_failing_cell_does_not_stop_the_others(cohort, tmp_path):
     home = tmp_path / "home"
-    result = matrix(home, "--loss", "dl", "--seeds", "0,1", "--data", str(cohort), *TINY,
+    result = matrix(home, "--loss", "dl", "--seeds", "0,1", "--data", str(cohort), *TINY, "--jobs", "2",
                     LOSSBENCH_FAIL_AT_EPOCH="dl-attunet-fold0-seed1:1")
     assert result.returncode == 1
     assert "1 of 2 cells failed" in result.stderr
+    server = re.search(r"local MLflow server at (http://127\.0\.0\.1:\d+)", result.stdout)
+    assert server, result.stdout
+    with pytest.raises(OSError):  # stopped although the matrix failed
+        urllib.request.urlopen(server.group(1) + "/health", timeout=2)
     assert "re-run dl-attunet-fold0-seed1 with: lossbench run --loss dl" in " ".join(result.stderr.split())
     _, runs = mlflow_runs(home)
     status = {r.data.tags.get("lossbench.seed"): r.info.status for r in runs if r.data.tags.get("lossbench.kind") == "cell"}
