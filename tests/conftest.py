@@ -23,6 +23,12 @@ collect_ignore = ["plugin_dists"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own LOSSBENCH_HOME: nothing lands in ./lossbench-data, no cache is shared."""
+    monkeypatch.setenv("LOSSBENCH_HOME", str(tmp_path / "lossbench-home"))
+
+
 def lossbench_executable() -> str:
     beside = Path(sys.executable).with_name("lossbench")
     found = str(beside) if beside.exists() else shutil.which("lossbench")

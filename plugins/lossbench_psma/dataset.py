@@ -57,6 +57,49 @@ def check_psma(params: Mapping[str, Any], **context: Any) -> None:
         raise LossbenchError(f"dataset psma: n_folds={params.get('n_folds')} must be at least 2")
 
 
+# -- remembering successful validations -------------------------------------------------------
+VALIDATION_FORMAT = "lossbench-psma-validation/1"
+
+
+def _fingerprint(cases: Sequence[Case], label_geometry: str) -> dict[str, Any]:
+    """Path, size and mtime of every file of every case: cheap (stat only), changes with any file."""
+    files = []
+    for case in cases:
+        for path in (case.ct, case.pet, case.label):
+            if path is None:
+                continue
+            try:
+                st = os.stat(path)
+                files.append([case.id, str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
+            except OSError:
+                files.append([case.id, str(path), -1, -1])
+    return {"format": VALIDATION_FORMAT, "label_geometry": label_geometry, "files": files}
+
+
+def _validation_record(fingerprint: Mapping[str, Any]) -> Path:
+    from lossbench.paths import cache_dir
+
+    key = hashlib.sha256(json.dumps([f[1] for f in fingerprint["files"]], sort_keys=True).encode()).hexdigest()
+    return cache_dir() / "validated" / f"psma-{key[:24]}.json"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only a speed-up: a read-only cache folder means validating again next time
+
+
 # -- discovery --------------------------------------------------------------------------------
 def _sanitize(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._\-]+", "-", text).strip("-") or "study"
@@ -438,6 +481,11 @@ class PsmaDataset(SegmentationDataset):
     def validate(self, workers: int | None = None) -> None:
         """Read every case (headers and data) and raise :class:`DatasetError` listing all problems.
 
+        A successful validation is remembered under ``$LOSSBENCH_HOME/cache/validated/`` with every
+        file's path, size and modification time; while none of them changes (and no case is added
+        or removed), later runs skip the reading — a real cohort takes minutes to read, and every
+        cell of a matrix validates its data. Any change makes it read everything again.
+
         Notes that do not stop a run (grids resampled at load time) are kept in ``self.notes``
         and issued as :class:`DatasetWarning`.
         """
@@ -448,15 +496,22 @@ class PsmaDataset(SegmentationDataset):
         if len(set(ids)) != len(ids):
             dupe = next(i for i in ids if ids.count(i) > 1)
             raise DatasetError(f"dataset psma: case {dupe!r} is both a training and a test case in {self.root}")
-        workers = workers or max(1, min(4, os.cpu_count() or 1))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda c: check_case(c, self.label_geometry), cases))
-        problems = [p for found, _ in results for p in found]
-        self.notes = [n for _, found in results for n in found]
+        fingerprint = _fingerprint(cases, self.label_geometry)
+        record = _validation_record(fingerprint)
+        cached = _read_json(record)
+        if cached is not None and cached.get("fingerprint") == fingerprint:
+            self.notes = list(cached.get("notes", []))  # every file unchanged since it passed
+        else:
+            workers = workers or max(1, min(4, os.cpu_count() or 1))
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(lambda c: check_case(c, self.label_geometry), cases))
+            problems = [p for found, _ in results for p in found]
+            self.notes = [n for _, found in results for n in found]
+            if problems:
+                raise DatasetError.from_problems(problems)
+            _write_json_atomic(record, {"fingerprint": fingerprint, "notes": self.notes})
         for note in self.notes:
             warnings.warn(note, DatasetWarning, stacklevel=2)
-        if problems:
-            raise DatasetError.from_problems(problems)
 
     # -- transforms ----------------------------------------------------------------------------
     def deterministic_transforms(self, stage: str, *, spacing: Sequence[float] = (2.0, 2.0, 2.0)) -> list:

@@ -525,3 +525,33 @@ def test_synthetic_phantom_cohort_validates(tmp_path, one_torch_thread):
     onehot = item["label"][0].long() == torch.arange(2).view(2, 1, 1, 1)
     mask = ds.prediction_to_original(item, onehot.float(), tf)
     assert np.array_equal(mask, np.asarray(nib.load(case.label).dataobj))
+
+
+def test_a_successful_validation_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    """Real cohorts take minutes to read: unchanged files are not read again; a change is noticed."""
+    import os
+
+    import nibabel as nib
+    import numpy as np
+
+    from lossbench_psma import dataset as psma_dataset
+    from lossbench_psma.synth import config_for, generate_cohort
+
+    root = generate_cohort(tmp_path / "cohort", 4, seed=1, config=config_for(spacing=8.0), test_fraction=0.25)
+    ds = psma_dataset.PsmaDataset(data=str(root))
+    ds.validate()
+
+    reads = []
+    real_check = psma_dataset.check_case
+    monkeypatch.setattr(psma_dataset, "check_case", lambda *a, **k: reads.append(a[0].id) or real_check(*a, **k))
+    psma_dataset.PsmaDataset(data=str(root)).validate()
+    assert reads == []  # remembered
+
+    label = root / "labelsTr" / sorted(os.listdir(root / "labelsTr"))[0]
+    img = nib.load(str(label))
+    broken = np.asarray(img.dataobj).astype(np.uint8)
+    broken.flat[0] = 2  # not binary any more
+    nib.save(nib.Nifti1Image(broken, img.affine), str(label))
+    with pytest.raises(LossbenchError, match="binary"):
+        psma_dataset.PsmaDataset(data=str(root)).validate()
+    assert reads  # read again
