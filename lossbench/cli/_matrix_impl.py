@@ -16,11 +16,10 @@ from lossbench.errors import LossbenchError
 
 
 def run_matrix(reg: Any, out: Any, err: Any, *, loss: str, net: str, folds: str, seeds: str, dataset: str | None,
-               data: str | None, preset: str | None, train: dict[str, Any], setting: list[str],
+               data: str | None, preset: str | None, train: dict[str, Any],
                loss_param: list[str], net_param: list[str], data_param: list[str], config: Path | None,
                experiment: str, tracking_uri: str | None, jobs: int, device: str, dry_run: bool) -> None:
     from lossbench.cli._run_common import build_config
-    from lossbench.config import parse_assignments
     from lossbench.engine import prepare, resolve_device
     from lossbench.matrix import (
         CellJob, cell_command, check_shared_budget, local_tracking_server, matrix_id, parse_int_list, parse_names,
@@ -41,7 +40,6 @@ def run_matrix(reg: Any, out: Any, err: Any, *, loss: str, net: str, folds: str,
         reg.get("network", name)
     loss_items = scoped_assignments(loss_param, losses, "--loss-param")
     net_items = scoped_assignments(net_param, nets, "--net-param")
-    train_all = {**parse_assignments(setting, "--set"), **{k: v for k, v in train.items() if v is not None}}
 
     configs = []
     for network in nets:
@@ -51,7 +49,7 @@ def run_matrix(reg: Any, out: Any, err: Any, *, loss: str, net: str, folds: str,
                     configs.append(build_config(
                         reg, config=config, loss=loss_name, net=network, dataset=dataset, data=data, fold=fold,
                         seed=seed, preset=preset, loss_param=loss_items[loss_name], net_param=net_items[network],
-                        data_param=data_param, train=train_all,
+                        data_param=data_param, train=train,
                     ))
     shared = check_shared_budget(configs)
     datasets: dict[str, Any] = {}

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from lossbench.cli._options import StrataScheme
+
 
 class Correction(str, Enum):
     holm = "holm"
@@ -17,11 +19,6 @@ class Correction(str, Enum):
 class Seeds(str, Enum):
     mean = "mean"
     each = "each"
-
-
-class Strata(str, Enum):
-    fixed = "fixed"
-    quantile = "quantile"
 
 
 METRICS_HELP = (
@@ -57,8 +54,8 @@ def compare(
         help="mean: one pair per test case, each loss averaged over its runs (folds × seeds); "
         "each: one pair per (case, fold, seed).",
     ),
-    strata: Strata = typer.Option(
-        Strata.fixed, "--strata", help="Strata edges: a-priori 'fixed' ones or tertiles of the test cases."
+    strata: StrataScheme = typer.Option(
+        StrataScheme.fixed, "--strata", help="Strata edges: a-priori 'fixed' ones or tertiles of the test cases."
     ),
     min_pairs: int = typer.Option(6, "--min-pairs", help="Fewest pairs for a test to be run (else flagged)."),
     n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples of the median-difference CI (0: none)."),

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import typer
 
-
-class StrataScheme(str, Enum):
-    fixed = "fixed"
-    quantile = "quantile"
+from lossbench.cli._options import StrataScheme
 
 
 class EmptyDice(str, Enum):

@@ -6,40 +6,32 @@ from pathlib import Path
 
 import typer
 
+from lossbench.cli import _options as opts
 from lossbench.cli._common import console, debug, registry
 from lossbench.errors import LossbenchError
-
-PRESET_HELP = "Settings preset: 'cpu' (a few minutes on 2 cores) or 'paper' (the study's, PAPER.md §5)."
-
 
 def run(
     loss: str = typer.Option(None, "--loss", help="Registry name of the loss, e.g. l1dfl, dl, dfl, dce."),
     net: str = typer.Option(None, "--net", help="Registry name of the network, e.g. attunet, segresnet."),
-    dataset: str = typer.Option(None, "--dataset", help="Registry name of the dataset (default: psma)."),
-    data: str = typer.Option(None, "--data", help="Data folder for the dataset (default: the synthetic PSMA cohort)."),
+    dataset: opts.Dataset = None,
+    data: opts.Data = None,
     fold: int = typer.Option(None, "--fold", help="Cross-validation fold used for validation (default: 0)."),
     seed: int = typer.Option(None, "--seed", help="Seed of initialisation, crops, augmentation, order (default: 0)."),
-    preset: str = typer.Option(None, "--preset", help=PRESET_HELP + " (default: cpu)"),
-    epochs: int = typer.Option(None, "--epochs", help="Training epochs (preset's by default)."),
-    patch: str = typer.Option(None, "--patch", help="Patch size: 96 or 96,96,64 (preset's by default)."),
-    batch: int = typer.Option(None, "--batch", help="Patches per training step (preset's by default)."),
-    lr: float = typer.Option(None, "--lr", help="AdamW learning rate (preset's by default)."),
-    val_every: int = typer.Option(None, "--val-every", help="Validate (and checkpoint) every N epochs."),
-    spacing: str = typer.Option(None, "--spacing", help="Resampling spacing in mm: 2 or 2,2,3."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    setting: list[str] = typer.Option(
-        [], "--set", "-S", help="Any training setting as name=value (repeatable), e.g. -S sw_batch_size=8 "
-        "-S weight_decay=0; names: epochs, patch, batch, lr, weight_decay, val_every, spacing, pos_neg, "
-        "sw_batch_size, overlap, amp, affine_prob, cache_rate."
-    ),
+    preset: opts.Preset = None,
+    epochs: opts.Epochs = None,
+    patch: opts.Patch = None,
+    batch: opts.Batch = None,
+    lr: opts.Lr = None,
+    val_every: opts.ValEvery = None,
+    spacing: opts.Spacing = None,
+    device: opts.Device = "auto",
+    setting: opts.Settings = [],
     loss_param: list[str] = typer.Option([], "--loss-param", "-L", help="Loss parameter name=value (repeatable)."),
     net_param: list[str] = typer.Option([], "--net-param", "-N", help="Network parameter name=value (repeatable)."),
-    data_param: list[str] = typer.Option([], "--data-param", "-D", help="Dataset parameter name=value (repeatable)."),
-    config: Path = typer.Option(None, "--config", "-c", help="TOML file with [loss], [network], [dataset], [train]."),
-    experiment: str = typer.Option("lossbench", "--experiment", help="MLflow experiment name."),
-    tracking_uri: str = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: SQLite store under $LOSSBENCH_HOME)."
-    ),
+    data_param: opts.DataParams = [],
+    config: opts.Config = None,
+    experiment: opts.Experiment = "lossbench",
+    tracking_uri: opts.TrackingUri = None,
     resume: bool = typer.Option(False, "--resume", help="Continue this cell's interrupted run (re-running does it too)."),
     force: bool = typer.Option(False, "--force", help="Run again even if the cell has a finished run."),
     parent_run_id: str = typer.Option(None, "--parent-run-id", hidden=True, help="MLflow parent run (used by matrix)."),
@@ -50,16 +42,14 @@ def run(
     preset. Settings come from the preset, then --config, then the command line.
     """
     from lossbench.cli._run_common import build_config, print_result, progress_bar, tune_malloc
-    from lossbench.config import parse_assignments
 
     malloc_note = tune_malloc()
     reg = registry()
     cfg = build_config(
         reg, config=config, loss=loss, net=net, dataset=dataset, data=data, fold=fold, seed=seed, preset=preset,
         loss_param=loss_param, net_param=net_param, data_param=data_param,
-        train={**parse_assignments(setting, "--set"), **{k: v for k, v in {
-            "epochs": epochs, "patch": patch, "batch": batch, "lr": lr, "val_every": val_every, "spacing": spacing,
-        }.items() if v is not None}},
+        train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr, val_every=val_every,
+                                  spacing=spacing),
     )
     from lossbench.engine import CellAlreadyFinished, finished_result, prepare, resolve_device, run_cell
 

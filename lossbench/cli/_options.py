@@ -1,0 +1,49 @@
+"""Options shared between commands (one definition, one help text)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lossbench.runconfig import TRAIN_FIELDS
+
+class StrataScheme(str, Enum):
+    """How strata edges are chosen (``lossbench evaluate`` and ``lossbench compare``)."""
+
+    fixed = "fixed"
+    quantile = "quantile"
+
+
+Dataset = Annotated[Optional[str], typer.Option("--dataset", help="Registry name of the dataset (default: psma).")]
+Data = Annotated[Optional[str], typer.Option(
+    "--data", help="Data folder for the dataset (default: the synthetic PSMA cohort).")]
+Preset = Annotated[Optional[str], typer.Option(
+    "--preset", help="Settings preset: 'cpu' (a few minutes on 2 cores) or 'paper' (the study's, PAPER.md §5); "
+    "default: cpu.")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (preset's by default).")]
+Patch = Annotated[Optional[str], typer.Option("--patch", help="Patch size: 96 or 96,96,64 (preset's by default).")]
+Batch = Annotated[Optional[int], typer.Option("--batch", help="Patches per training step (preset's by default).")]
+Lr = Annotated[Optional[float], typer.Option("--lr", help="AdamW learning rate (preset's by default).")]
+ValEvery = Annotated[Optional[int], typer.Option("--val-every", help="Validate (and checkpoint) every N epochs.")]
+Spacing = Annotated[Optional[str], typer.Option("--spacing", help="Resampling spacing in mm: 2 or 2,2,3.")]
+Settings = Annotated[list[str], typer.Option(
+    "--set", "-S", help="Any training setting as name=value (repeatable), e.g. -S sw_batch_size=8; names: "
+    + ", ".join(TRAIN_FIELDS) + ".")]
+DataParams = Annotated[list[str], typer.Option(
+    "--data-param", "-D", help="Dataset parameter name=value (repeatable).")]
+Config = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", help="TOML file with [loss], [network], [dataset] and [train] settings.")]
+Experiment = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
+TrackingUri = Annotated[Optional[str], typer.Option(
+    "--tracking-uri", help="MLflow tracking server URI (default: the SQLite store under $LOSSBENCH_HOME).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+
+
+def train_settings(settings: list[str], **flags: object) -> dict[str, object]:
+    """``--set name=value`` items updated by the dedicated flags that were given."""
+    from lossbench.config import parse_assignments
+
+    return {**parse_assignments(settings, "--set"), **{k: v for k, v in flags.items() if v is not None}}
