@@ -44,6 +44,7 @@ def run(
     from lossbench.cli._run_common import build_config, print_result, progress_bar, tune_malloc
 
     malloc_note = tune_malloc()
+    _terminate_as_interrupt()
     reg = registry()
     cfg = build_config(
         reg, config=config, loss=loss, net=net, dataset=dataset, data=data, fold=fold, seed=seed, preset=preset,
@@ -53,8 +54,11 @@ def run(
     )
     from lossbench.engine import CellAlreadyFinished, finished_result, prepare, resolve_device, run_cell
 
-    resolve_device(device)
+    torch_device = resolve_device(device)
     out = console()
+    if cfg.preset == "paper" and torch_device.type == "cpu":
+        out.print("[yellow]warning:[/] the paper preset (1000 epochs of 128³ patches) is meant for a GPU; on this CPU "
+                  "it would take days — use --preset cpu, or --epochs to shorten it", highlight=False)
     with out.status("checking the data and settings…"):
         prepared = prepare(cfg, reg)
     out.print(f"cell [bold]{cfg.name}[/] ({prepared.identity}): {len(prepared.train_ids)} train, "
@@ -82,3 +86,14 @@ def run(
             "run the same command again to resume from the last checkpoint, LOSSBENCH_DEBUG=1 for the traceback)"
         ) from exc
     print_result(out, cfg, result)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (``kill``, a stopping matrix, a batch scheduler) ends the run like Ctrl-C: the MLflow
+    run is marked KILLED and the cell's lock released, so re-running resumes it."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
