@@ -194,3 +194,27 @@ def test_unreachable_tracking_server_is_one_line(cohort, tmp_path):
     assert result.returncode == 1
     assert "tracking server http://127.0.0.1:9 is unreachable" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(cohort, tmp_path):
+    home = tmp_path / "home"
+    args = ["--data", str(cohort), "--loss", "dl", "--net", "attunet", *TINY, "--epochs", "400"]
+    proc = subprocess.Popen([lossbench_executable(), "run", *args], env=run_env(home), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((home / "checkpoints").glob("*/state.pt")):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    runs = mlflow_runs(home)[1]
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert not list((home / "checkpoints").glob("*/lock"))  # released
+    # resuming continues the same run from its checkpoint: stop it at the first resumed epoch
+    import torch
+
+    state = torch.load(next((home / "checkpoints").glob("*/state.pt")), weights_only=False)
+    resumed = lossbench(home, *args, "--resume", LOSSBENCH_FAIL_AT_EPOCH=str(state["epoch"] + 1))
+    assert f"resuming MLflow run {runs[0].info.run_id}" in " ".join(resumed.stdout.split())
+    assert resumed.returncode == 1 and f"injected failure at epoch {state['epoch'] + 1}" in resumed.stderr
+    assert [r.info.status for r in mlflow_runs(home)[1]] == ["FAILED"]
