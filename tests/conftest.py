@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,24 @@ def lossbench_executable() -> str:
     if not found:
         pytest.fail("the lossbench console script is not installed: run pip install -e '.[dev]'")
     return found
+
+
+def wait_until(ready, *, what: str, process: subprocess.Popen | None = None, timeout: float = 300, poll: float = 0.2):
+    """Poll ``ready()`` until it returns something truthy, and return that.
+
+    Fails clearly if ``process`` exits first, or after ``timeout`` seconds — a guard against a hang
+    that would otherwise stall the suite, not a check of speed.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        value = ready()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the process exited with code {process.returncode} before {what}")
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s (hang guard)")
+        time.sleep(poll)
 
 
 @pytest.fixture

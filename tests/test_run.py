@@ -10,13 +10,12 @@ import io
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import lossbench_executable
+from tests.conftest import lossbench_executable, wait_until
 
 TINY = [
     "--epochs", "3", "--val-every", "1", "--patch", "16", "--spacing", "8", "--batch", "2", "-S", "sw_batch_size=32",
@@ -112,11 +111,8 @@ def test_same_seed_same_metrics_and_killed_run_resumes_to_the_same_result(cohort
     home_b = tmp_path / "b"
     proc = subprocess.Popen([lossbench_executable(), "run", *args], env=run_env(home_b), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    states = home_b / "checkpoints"
-    while time.time() < deadline and not list(states.glob("*/state.pt")):
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
+    wait_until(lambda: list((home_b / "checkpoints").glob("*/state.pt")), process=proc,
+               what="the first checkpoint")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert mlflow_runs(home_b)[1][0].info.status == "RUNNING"  # killed: nobody closed it
@@ -201,10 +197,7 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(cohort, tmp_path):
     args = ["--data", str(cohort), "--loss", "dl", "--net", "attunet", *TINY, "--epochs", "400"]
     proc = subprocess.Popen([lossbench_executable(), "run", *args], env=run_env(home), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((home / "checkpoints").glob("*/state.pt")):
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.2)
+    wait_until(lambda: list((home / "checkpoints").glob("*/state.pt")), process=proc, what="the first checkpoint")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
     runs = mlflow_runs(home)[1]

@@ -7,10 +7,9 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 
-from tests.conftest import lossbench_executable
+from tests.conftest import lossbench_executable, wait_until
 
 
 def free_port() -> int:
@@ -38,17 +37,15 @@ def test_ui_shows_a_logged_run(tmp_path):
     proc = subprocess.Popen([lossbench_executable(), "ui", "--port", str(port)], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        def answer():
+            url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
             try:
-                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
                 with urllib.request.urlopen(url, timeout=2) as response:
-                    run = json.loads(response.read())["run"]
-                break
+                    return json.loads(response.read())["run"]
             except OSError:
-                assert time.time() < deadline, "the UI did not answer within 120 s"
-                time.sleep(0.5)
+                return None
+
+        run = wait_until(answer, process=proc, what="the UI to answer", poll=0.5)
         assert run["info"]["run_name"] == "l1dfl-attunet-fold0-seed0"
         assert {"key": "config.loss", "value": "l1dfl"} in run["data"]["params"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
