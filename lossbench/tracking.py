@@ -171,11 +171,6 @@ class Tracker:
         for start in range(0, len(items), METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=items[start:start + METRICS_PER_BATCH])
 
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in tags.items()])
-
     def log_artifacts(self, run_id: str, files: Iterable[Path | str], artifact_path: str | None = None) -> None:
         for path in files:
             self.client.log_artifact(run_id, str(path), artifact_path)
