@@ -6,7 +6,6 @@ three-level Attention U-Net with 4–16 channels, 3 epochs, validation every epo
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
