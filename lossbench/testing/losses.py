@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lossbench.components import Component
+from lossbench.testing.cases import LossCase
 
 MakeLoss = Callable[[], torch.nn.Module]
 
@@ -22,7 +23,13 @@ N_CLASSES = 2
 BATCH = 2
 
 
-def _inputs(spatial: tuple[int, ...], seed: int = 0, foreground: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def random_inputs(
+    spatial: tuple[int, ...] = SHAPES["3d"], seed: int = 0, foreground: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ``logits [2, 2, *spatial]`` and a target ``[2, 1, *spatial]`` (about 30 % foreground,
+    at least one foreground voxel per sample; none when ``foreground`` is false), from ``seed``.
+    These are the inputs the contract checks use.
+    """
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn((BATCH, N_CLASSES, *spatial), generator=gen)
     if foreground:
@@ -47,7 +54,7 @@ def _value(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor) ->
 
 
 def _finite_with_gradient(make_loss: MakeLoss, dims: str, foreground: bool = True) -> None:
-    logits, target = _inputs(SHAPES[dims], foreground=foreground)
+    logits, target = random_inputs(SHAPES[dims], foreground=foreground)
     logits.requires_grad_(True)
     value = _value(make_loss(), logits, target)
     assert torch.isfinite(value), f"{dims}: loss is {value.detach().item()}"
@@ -77,7 +84,7 @@ def check_perfect_beats_random(make_loss: MakeLoss) -> None:
     """Confident correct logits score strictly lower than random logits."""
     loss = make_loss()
     for dims, spatial in SHAPES.items():
-        random_logits, target = _inputs(spatial, seed=1)
+        random_logits, target = random_inputs(spatial, seed=1)
         perfect = float(_value(loss, _perfect_logits(target), target))
         random = float(_value(loss, random_logits, target))
         assert perfect < random, f"{dims}: perfect prediction {perfect:.6g} is not below random {random:.6g}"
@@ -86,7 +93,7 @@ def check_perfect_beats_random(make_loss: MakeLoss) -> None:
 def check_shape_mismatch(make_loss: MakeLoss) -> None:
     """Targets that do not match the logits raise ValueError with a message (not a silent broadcast)."""
     loss = make_loss()
-    logits, target = _inputs(SHAPES["3d"])
+    logits, target = random_inputs(SHAPES["3d"])
     bad_targets = {
         "spatial size differs": target[..., :-1],
         "target has C channels": torch.cat([target, target], dim=1),
@@ -108,7 +115,7 @@ def check_deterministic(make_loss: MakeLoss) -> None:
     results = []
     for _ in range(2):
         torch.manual_seed(1234)
-        logits, target = _inputs(SHAPES["3d"], seed=7)
+        logits, target = random_inputs(SHAPES["3d"], seed=7)
         logits.requires_grad_(True)
         value = _value(make_loss(), logits, target)
         value.backward()
@@ -148,3 +155,22 @@ def run_loss_contract(
         else:
             results.append((name, None))
     return results
+
+
+def run_loss_case(
+    case: LossCase | tuple, component: Component, overrides: Mapping[str, Any] | None = None
+) -> float:
+    """Build the loss with ``overrides`` then the case's own params, and compare its value on the
+    case's tensors with the hand-computed ``expected``; returns the value, raises AssertionError.
+    """
+    case = LossCase.of(case)
+    params = {**(overrides or {}), **case.params}
+    logits = torch.as_tensor(case.logits, dtype=torch.float32)
+    target = torch.as_tensor(case.target, dtype=torch.long)
+    value = float(_value(component.build(params), logits, target))
+    expected = float(case.expected)
+    tolerance = case.atol + case.rtol * abs(expected)
+    if abs(value - expected) > tolerance:
+        with_params = f" with {params}" if params else ""
+        raise AssertionError(f"loss is {value:.7g}, hand-computed {expected:.7g} (tolerance {tolerance:.1g}){with_params}")
+    return value

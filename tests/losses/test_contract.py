@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lossbench.registry import load_registry
-from lossbench.testing import LOSS_CHECKS, run_loss_check, run_loss_contract
+from lossbench.testing import LOSS_CHECKS, LossCase, LossContract, run_loss_case, run_loss_check, run_loss_contract
 
 REGISTRY = load_registry()
 LOSSES = REGISTRY.names("loss")
@@ -50,3 +50,34 @@ def test_contract_catches_a_bad_loss():
     results = dict(run_loss_contract(comp))
     assert results["empty_ground_truth"] is not None
     assert results["shape_mismatch"] is not None
+
+
+# logits [B=1, C=2, 1, 3]: foreground probabilities 1/2, 3/4, 1/4 (softmax of (0, 0), (0, ln 3), (ln 3, 0)).
+LN3 = 1.0986122886681098
+THIRDS = [[[[0.0, 0.0, LN3]], [[0.0, LN3, 0.0]]]]
+TARGET = [[[[1, 1, 0]]]]
+S = 1e-5
+
+
+class TestDiceLossByHand(LossContract):
+    """The base class plugin authors subclass, on a built-in: contract checks plus a cases table."""
+
+    loss_name = "dl"
+    loss_cases = [
+        # foreground: Σpy = 1/2 + 3/4, Σp = 3/2, Σy = 2;  background (p = 1/2, 1/4, 3/4): Σpy = 3/4, Σp = 3/2, Σy = 1
+        LossCase({}, THIRDS, TARGET,
+                 1 - ((2 * 1.25 + S) / (1.5 + 2 + S) + (2 * 0.75 + S) / (1.5 + 1 + S)) / 2, id="both-channels"),
+        LossCase({"include_background": False}, THIRDS, TARGET, 1 - (2 * 1.25 + S) / (1.5 + 2 + S), id="foreground"),
+    ]
+
+
+def test_a_wrong_hand_computed_value_fails_with_both_numbers():
+    case = LossCase({"include_background": False}, THIRDS, TARGET, 0.5)
+    with pytest.raises(AssertionError, match=r"loss is 0\.2857\d*, hand-computed 0\.5 .* with \{'include_background': False\}"):
+        run_loss_case(case, REGISTRY.get("loss", "dl"))
+
+
+def test_a_case_is_a_loss_case_or_a_tuple():
+    assert LossCase.of(({}, THIRDS, TARGET, 0.5)) == LossCase({}, THIRDS, TARGET, 0.5)
+    with pytest.raises(TypeError, match="params, logits, target, expected"):
+        LossCase.of((THIRDS, TARGET))
