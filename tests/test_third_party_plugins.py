@@ -61,15 +61,34 @@ def test_third_party_loss_shows_and_checks(installed, run_cli):
 
 
 def test_third_party_plugin_passes_contract_suite_with_its_own_tests(installed):
-    """The plugin's own tests subclass lossbench.testing.LossContract, as CONTRIBUTING.md shows."""
+    """The plugin's own tests subclass lossbench.testing.LossContract (contract checks and a table of
+    hand-computed cases) and use the fixtures of lossbench's pytest plugin, with no conftest."""
     plugin_dir = DISTS / "lossbench-focal-tversky"
     env = {**os.environ, **with_path(installed["lossbench-focal-tversky"])}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(plugin_dir / "tests")],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+         "-W", "error::pytest.PytestDeprecationWarning", str(plugin_dir / "tests")],
         capture_output=True, text=True, env=env, cwd=plugin_dir, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "12 passed" in result.stdout
+    # 2 classes x 6 contract checks, 2 x 2 hand-computed cases, 4 fixture tests; nothing skipped
+    assert "20 passed" in result.stdout and "skipped" not in result.stdout
+    # the pytest plugin's header names the third-party plugin and its distribution
+    assert "focal_tversky (lossbench-focal-tversky 0.2.0)" in result.stdout
+
+
+def test_plugin_cases_table_is_collected_by_id(installed):
+    plugin_dir = DISTS / "lossbench-focal-tversky"
+    env = {**os.environ, **with_path(installed["lossbench-focal-tversky"])}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+         str(plugin_dir / "tests" / "test_contract.py")],
+        capture_output=True, text=True, env=env, cwd=plugin_dir, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    for test_id in ("TestFocalTversky::test_loss_case[half]", "TestFocalTversky::test_loss_case[right]",
+                    "TestFocalTverskyNoFocus::test_loss_case[case0]", "TestFocalTverskyNoFocus::test_loss_case[case1]"):
+        assert test_id in result.stdout
 
 
 def test_broken_plugin_is_reported_and_others_load(installed, run_cli):
