@@ -8,6 +8,7 @@ PYTHONPATH, so discovery goes through importlib.metadata exactly as after ``pip 
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -122,3 +123,103 @@ def test_only_switch_limits_discovery(installed, run_cli):
     listed = run_cli("list", "losses", env=env)
     assert listed.returncode == 0
     assert "focal_tversky" in listed.stdout and "l1dfl" not in listed.stdout
+
+
+# -- CONTRIBUTING.md, followed as a newcomer would ----------------------------------------------
+
+GUIDE = Path(__file__).resolve().parents[1] / "CONTRIBUTING.md"
+
+
+def guide_files() -> dict[str, str]:
+    """The guide's files: its code blocks titled with a path (```python title="tests/x.py")."""
+    return dict(re.findall(r'```\w+ title="([^"]+)"\n(.*?)```', GUIDE.read_text(), re.S))
+
+
+def guide_output(command: str) -> list[str]:
+    """The output the guide shows for ``command``: the ```text block right after the ```bash block
+    that ends with it."""
+    block = r"```bash\n(?:(?!```)[^\n]*\n)*?" + re.escape(command) + r"\n```\n```text\n(.*?)```"
+    found = re.search(block, GUIDE.read_text(), re.S)
+    assert found, f"CONTRIBUTING.md shows no output for {command!r}"
+    return found.group(1).splitlines()
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("│").split("│")]
+
+
+@pytest.fixture(scope="module")
+def guide_plugin(tmp_path_factory):
+    """CONTRIBUTING.md's plugin, its files copied out of the guide and installed (no network)."""
+    files = guide_files()
+    assert set(files) == {"pyproject.toml", "lossbench_tversky/__init__.py", "lossbench_tversky/loss.py",
+                          "tests/test_tversky.py"}
+    source = tmp_path_factory.mktemp("guide") / "lossbench-tversky"
+    for path, text in files.items():
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text(text)
+    target = tmp_path_factory.mktemp("guide-target")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True,
+    )
+    shutil.rmtree(source / "build", ignore_errors=True)
+    return source, target
+
+
+@pytest.mark.parametrize("command", [
+    "lossbench show loss tversky",
+    "lossbench check loss tversky",
+    "lossbench check loss tversky -p alpha=0.5 -p beta=0.5",
+])
+def test_guide_outputs_are_what_the_commands_print(guide_plugin, run_cli, command):
+    _, target = guide_plugin
+    result = run_cli(*command.split()[1:], env=with_path(target, COLUMNS="80"))
+    assert result.returncode == 0, result.stderr
+    assert [line.rstrip() for line in result.stdout.splitlines()] == guide_output(command)
+
+
+@pytest.mark.parametrize("command", ["lossbench plugins", "lossbench list losses"])
+def test_guide_tables_show_the_plugin_row(guide_plugin, run_cli, command):
+    """The built-ins' rows belong to lossbench (and may change); the plugin's row is the guide's."""
+    _, target = guide_plugin
+    result = run_cli(*command.split()[1:], env=with_path(target, COLUMNS="80"))
+    assert result.returncode == 0, result.stderr
+    expected = next(line for line in guide_output(command) if line.startswith("│ tversky"))
+    actual = next(line for line in result.stdout.splitlines() if line.startswith("│ tversky"))
+    if command == "lossbench list losses":  # the summary column wraps with the other rows' widths
+        assert cells(actual)[::2] == cells(expected)[::2] == ["tversky", "tversky"]
+        assert cells(actual)[-1] == cells(expected)[-1] == "lossbench-tversky 0.1.0"
+    else:
+        assert cells(actual) == cells(expected)
+
+
+def test_guide_plugin_passes_its_own_tests_and_doctest(guide_plugin):
+    source, target = guide_plugin
+    env = {**os.environ, **with_path(target)}
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "error::pytest.PytestDeprecationWarning",
+         str(source / "tests")],
+        capture_output=True, text=True, env=env, cwd=source, timeout=300,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    shown = guide_output("python -m pytest")
+    assert next(line for line in shown if line.startswith("lossbench ")) in tests.stdout.splitlines()
+    assert shown[-1].split(" passed")[0] == tests.stdout.splitlines()[-1].split(" passed")[0]  # "=== 10"
+    doctest = subprocess.run([sys.executable, "-m", "doctest", str(source / "lossbench_tversky" / "loss.py")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert doctest.returncode == 0, doctest.stdout
+
+
+def test_guide_plugin_is_held_to_the_project_contract_suite(guide_plugin):
+    """The guide says lossbench's own contract tests pick the new loss up: they do."""
+    _, target = guide_plugin
+    env = {**os.environ, **with_path(target)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "tversky",
+         str(Path(__file__).parent / "losses" / "test_contract.py")],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "6 passed" in result.stdout
