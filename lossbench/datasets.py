@@ -1,6 +1,6 @@
 """The dataset contract the training engine works against.
 
-A dataset plugin registers a component whose factory returns a :class:`SegmentationDataset`.
+A dataset plugin registers a component whose factory returns a :class:`PetCtDataset`.
 The engine uses it like this (nothing here imports torch or monai at module level)::
 
     ds = registry.build("dataset", "psma", {"data": "/data/PSMA"})
@@ -10,13 +10,13 @@ The engine uses it like this (nothing here imports torch or monai at module leve
     train_ids, val_ids = plan.fold(k)
     train_cases = ds.cases_by_id(train_ids)
 
-    train_tf = ds.transforms("train", patch_size=(128,) * 3, spacing=(2.0,) * 3)
+    train_tf = ds.transforms("train", patch=(128,) * 3, spacing=(2.0,) * 3)
     train_ds = monai.data.CacheDataset(ds.data_dicts(train_cases), train_tf)   # caches up to the first random transform
     loader = monai.data.DataLoader(train_ds, batch_size=4, shuffle=True)       # list_data_collate by default
     batch["image"]  # float32 [B, 2, *patch]: channel 0 CT scaled to [0, 1], channel 1 PET SUV (raw)
     batch["label"]  # int64   [B, 1, *patch]: 0 background, 1 lesion
 
-    infer_tf = ds.transforms("infer", patch_size=(128,) * 3, spacing=(2.0,) * 3)
+    infer_tf = ds.transforms("infer", spacing=(2.0,) * 3)
     item = infer_tf(ds.data_dicts([case])[0])       # whole volume, 2 mm, RAS, cropped to CT > 0
     logits = sliding_window_inference(item["image"][None], roi_size, sw_batch_size, net)[0]
     mask = ds.prediction_to_original(item, logits, infer_tf)   # uint8 (x, y, z) on the original PET grid
@@ -34,13 +34,12 @@ import abc
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lossbench.errors import LossbenchError
+from lossbench.fsio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -156,10 +155,6 @@ class SplitPlan:
     def n_folds(self) -> int:
         return len(self.folds)
 
-    @property
-    def train_pool(self) -> tuple[str, ...]:
-        return tuple(sorted(cid for fold in self.folds for cid in fold))
-
     def fold(self, k: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """``(train_ids, val_ids)`` of fold ``k`` (0-based), each sorted."""
         if not 0 <= k < self.n_folds:
@@ -194,7 +189,7 @@ class SplitPlan:
         """Write indented JSON atomically (temporary file in the same folder, then ``os.replace``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, self.to_json(indent=2) + "\n")
+        atomic_write(path, self.to_json(indent=2) + "\n")
         return path
 
     @classmethod
@@ -221,19 +216,6 @@ class SplitPlan:
         except LossbenchError as exc:
             raise LossbenchError(f"{path}: {exc}") from None
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _hash_order(key: str, seed: int) -> str:
@@ -306,7 +288,7 @@ def make_split_plan(
 
 
 # -- the dataset contract --------------------------------------------------------------------
-class SegmentationDataset(abc.ABC):
+class PetCtDataset(abc.ABC):
     """Base class of dataset plugins: cases, validation, splits, MONAI data and transforms.
 
     Subclasses implement :meth:`cases`, :meth:`validate` and :meth:`transforms`; the rest is
@@ -342,7 +324,7 @@ class SegmentationDataset(abc.ABC):
         self,
         stage: str,
         *,
-        patch_size: Sequence[int],
+        patch: Sequence[int] | None = None,
         spacing: Sequence[float] = (2.0, 2.0, 2.0),
         pos_neg: tuple[float, float] = (4.0, 1.0),
         num_samples: int = 1,
@@ -352,7 +334,7 @@ class SegmentationDataset(abc.ABC):
 
         Output items hold ``"image"`` (float32, 2 channels: CT then PET) and ``"label"`` (1 channel,
         integer; optional in ``infer``). ``train`` returns a list of ``num_samples`` patches of
-        ``patch_size``; ``val``/``infer`` return the whole resampled volume. Every random
+        ``patch`` (required there, ignored elsewhere); ``val``/``infer`` return the whole resampled volume. Every random
         transform comes after every deterministic one, so ``CacheDataset`` caches the
         deterministic prefix (the ``psma`` plugin also exposes the two parts separately).
         """
@@ -414,7 +396,7 @@ def prediction_to_original(item: Mapping[str, Any], logits: Any, transforms: Com
     """Logits of one transformed item -> uint8 mask on the original PET/label grid, axes (x, y, z).
 
     ``item`` is one (decollated) output of ``transforms`` (the ``"infer"`` or ``"val"`` stage of
-    a :class:`SegmentationDataset`, the same ``Compose`` object); ``logits`` is ``[C, *spatial]``
+    a :class:`PetCtDataset`, the same ``Compose`` object); ``logits`` is ``[C, *spatial]``
     or ``[1, C, *spatial]`` on that item's grid. As in the reference (PAPER.md §4.5), MONAI
     ``Invertd`` undoes the spacing, orientation and foreground crop with ``nearest_interp=False``,
     so the C-channel logits are resampled (bilinear) back to the original grid; the argmax

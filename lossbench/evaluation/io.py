@@ -33,7 +33,6 @@ a partial or half-updated result behind.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lossbench.errors import LossbenchError
+from lossbench.fsio import atomic_paths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -221,20 +221,11 @@ def write_tables(tables: Sequence[tuple[pd.DataFrame, str | os.PathLike[str]]]) 
     targets = [p.resolve() for _, p, _ in jobs]
     if len(set(targets)) != len(targets):
         raise LossbenchError("two output tables would be written to the same file")
-    temps: list[Path] = []
     try:
-        for df, path, fmt in jobs:
+        for _, path, _ in jobs:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # A unique name beside the target (same file system, so os.replace is atomic); created by
-            # the writer itself so that it gets the usual permissions, unlike a mkstemp file.
-            tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-            temps.append(tmp)
-            _write(df, tmp, fmt)
-        for tmp, (_, path, _) in zip(temps, jobs, strict=True):
-            os.replace(tmp, path)
+        with atomic_paths([path for _, path, _ in jobs]) as temps:
+            for (df, _, fmt), tmp in zip(jobs, temps, strict=True):
+                _write(df, tmp, fmt)
     except OSError as exc:
         raise LossbenchError(f"cannot write results: {exc}") from None
-    finally:
-        for tmp in temps:
-            if tmp.exists():
-                tmp.unlink()
