@@ -18,20 +18,20 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossbench import paths
 from lossbench.errors import LossbenchError, ParameterError
 from lossbench.runconfig import TRAIN_FIELDS, RunConfig
+from lossbench.tracking import stop_process_group
+
+if TYPE_CHECKING:
+    from lossbench.registry import Registry
 
 BUDGET_FIELDS = ("dataset", "dataset_params", "preset", *TRAIN_FIELDS)
 
@@ -99,97 +99,8 @@ def check_shared_budget(configs: Sequence[RunConfig]) -> dict[str, Any]:
     return first
 
 
-def cell_command(cfg: RunConfig, *, experiment: str, tracking_uri: str | None, parent_run_id: str | None,
-                 device: str) -> list[str]:
-    """The ``lossbench run`` command that reproduces a cell exactly."""
-
-    def fmt(value: Any) -> str:
-        if isinstance(value, (tuple, list)):
-            return ",".join(map(str, value))
-        return str(value)
-
-    cmd = ["lossbench", "run", "--loss", cfg.loss, "--net", cfg.network, "--dataset", cfg.dataset,
-           "--fold", str(cfg.fold), "--seed", str(cfg.seed), "--preset", cfg.preset, "--device", device,
-           "--experiment", experiment]
-    for key, value in cfg.loss_params.items():
-        cmd += ["-L", f"{key}={fmt(value)}"]
-    for key, value in cfg.network_params.items():
-        cmd += ["-N", f"{key}={fmt(value)}"]
-    for key, value in cfg.dataset_params.items():
-        cmd += ["-D", f"{key}={fmt(value)}"]
-    for key in TRAIN_FIELDS:
-        value = getattr(cfg, key)
-        cmd += ["-S", f"{key}={':'.join(map(str, value)) if key == 'pos_neg' else fmt(value)}"]
-    if tracking_uri:
-        cmd += ["--tracking-uri", tracking_uri]
-    if parent_run_id:
-        cmd += ["--parent-run-id", parent_run_id]
-    return cmd
-
-
 def matrix_id(identities: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(sorted(identities)).encode()).hexdigest()[:16]
-
-
-# -- the local tracking server -------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def local_tracking_server(backend_uri: str, log_file: Path, timeout: float = 120.0) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 over ``backend_uri``; yields its URL; stopped by pid on exit.
-
-    One worker and no job execution: ~12 s to answer and ~0.5 GB instead of ~29 s and ~3 GB.
-    """
-    mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
-    if not os.path.exists(mlflow):
-        raise LossbenchError("the mlflow command is missing from this environment; reinstall lossbench")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    args = [mlflow, "server", "--backend-store-uri", backend_uri, "--default-artifact-root",
-            paths.default_artifact_root().as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                raise LossbenchError(f"the local mlflow server exited with code {proc.returncode}: {tail[0]} "
-                                     f"(log: {log_file})")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise LossbenchError(f"the local mlflow server did not answer within {timeout:.0f} s (log: {log_file})")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop_process_group(proc)
-
-
-def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group started for ``proc``, then SIGKILL what is left."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 # -- running the cells ---------------------------------------------------------------------------
@@ -268,3 +179,152 @@ def run_jobs(jobs: Sequence[CellJob], *, max_parallel: int, env: dict[str, str],
             if job.process is not None:
                 stop_process_group(job.process)
                 job.status, job.error = "failed", "interrupted"
+
+
+# -- the whole matrix ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class MatrixResult:
+    """What :func:`run_matrix` did: every cell with its status and run, and the parent run."""
+
+    matrix_id: str
+    jobs: list[CellJob]
+    work: Path
+    parent_id: str = ""
+    dry_run: bool = False
+    #: Final metrics per cell run id, read back from the store.
+    metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[CellJob]:
+        return [j for j in self.jobs if j.status == "failed"]
+
+
+def run_matrix(
+    reg: Registry, *, loss: str, net: str, folds: str, seeds: str, dataset: str | None = None,
+    data: str | None = None, preset: str | None = None, train: dict[str, Any] | None = None,
+    loss_param: Sequence[str] = (), net_param: Sequence[str] = (), data_param: Sequence[str] = (),
+    config: Path | None = None, experiment: str = "lossbench", tracking_uri: str | None = None, jobs: int = 1,
+    device: str = "auto", dry_run: bool = False, on_checking: Callable[[int], Any] | None = None,
+    on_note: Callable[[str], None] | None = None, on_change: Callable[[CellJob], None] | None = None,
+) -> MatrixResult:
+    """Expand, check and run a matrix; returns every cell's outcome (the caller prints).
+
+    Every cell is checked (settings and data) before anything runs; cells FINISHED in the store
+    are skipped; the others run as ``lossbench run`` processes, ``jobs`` at a time, as children of
+    one parent run per matrix (reopened when the same matrix runs again).
+    """
+    from lossbench.engine import prepare, resolve_device
+    from lossbench.settings import build_config, cell_argv
+    from lossbench.tracking import KIND_TAG, MATRIX_TAG, Tracker, serve
+
+    note = on_note or (lambda text: None)
+    if jobs < 1:
+        raise LossbenchError(f"--jobs must be >= 1, got {jobs}")
+    resolve_device(device)
+    losses = parse_names(loss, "--loss")
+    nets = parse_names(net, "--net")
+    fold_list = parse_int_list(folds, "--folds")
+    seed_list = parse_int_list(seeds, "--seeds")
+    for name in losses:
+        reg.get("loss", name)
+    for name in nets:
+        reg.get("network", name)
+    loss_items = scoped_assignments(loss_param, losses, "--loss-param")
+    net_items = scoped_assignments(net_param, nets, "--net-param")
+    configs = [
+        build_config(reg, config=config, loss=loss_name, net=network, dataset=dataset, data=data, fold=fold,
+                     seed=seed, preset=preset, loss_param=loss_items[loss_name], net_param=net_items[network],
+                     data_param=data_param, train=train)
+        for network in nets for loss_name in losses for fold in fold_list for seed in seed_list
+    ]
+    shared = check_shared_budget(configs)
+    datasets: dict[str, Any] = {}
+    with (on_checking(len(configs)) if on_checking else contextlib.nullcontext()):
+        prepared = [prepare(cfg, reg, datasets) for cfg in configs]
+    mid = matrix_id([p.identity for p in prepared])
+    work = paths.home() / "matrix" / mid
+
+    tracker = Tracker(tracking_uri, experiment)
+    job_list = []
+    for p in prepared:
+        job = CellJob(config=p.config, identity=p.identity, command=[], log=work / f"{p.config.name}.log")
+        newest = tracker.latest_cell_run(p.identity)
+        if newest is not None and newest.finished:
+            job.status, job.run_id = "skipped", newest.id
+        job_list.append(job)
+    result = MatrixResult(matrix_id=mid, jobs=job_list, work=work, dry_run=dry_run)
+    if dry_run:
+        return result
+
+    parent = tracker.find_matrix_parent(mid)
+    if parent is not None:
+        parent_id = parent.id
+        tracker.reopen(parent_id)
+    else:
+        parent_id = tracker.start_run(f"matrix-{mid}", {KIND_TAG: "matrix", MATRIX_TAG: mid})
+        tracker.log_params(parent_id, {
+            "budget": shared, "losses": losses, "networks": nets, "folds": fold_list, "seeds": seed_list,
+            "n_cells": len(job_list),
+        })
+    result.parent_id = parent_id
+
+    def commands(uri: str | None) -> None:
+        for job in job_list:
+            job.command = cell_argv(job.config, experiment=experiment, tracking_uri=uri, parent_run_id=parent_id,
+                                    device=device)
+
+    commands(tracking_uri)
+    for job in job_list:
+        if job.status == "skipped":
+            tracker.set_parent(job.run_id, parent_id)
+
+    pending = sum(j.status == "pending" for j in job_list)
+    parallel = min(jobs, pending)
+    note(f"matrix {mid}: {len(job_list)} cells, {len(job_list) - pending} already finished, "
+         f"{pending} to run{f', {parallel} at a time' if pending else ''}; logs in {work}")
+    env = {**os.environ, "LOSSBENCH_HOME": str(paths.home())}
+    env.pop("LOSSBENCH_DEBUG", None)
+
+    # SQLite takes one writer: parallel cells on the embedded store go through a local server.
+    use_server = parallel > 1 and tracker.is_sqlite
+    try:
+        with (serve(tracker.uri, log_file=work / "mlflow-server.log") if use_server
+              else contextlib.nullcontext(None)) as server:
+            if server is not None:
+                note(f"started a local MLflow server at {server.url} for the parallel cells")
+                commands(server.url)
+            run_jobs(job_list, max_parallel=max(parallel, 1), env=env, on_change=on_change)
+    finally:
+        commands(tracking_uri)  # the re-run hint points at the user's store, not the stopped server
+        for job in job_list:
+            if job.status in ("finished", "failed"):
+                newest = tracker.latest_cell_run(job.identity)
+                if newest is not None:
+                    job.run_id = newest.id
+        _log_cells(tracker, parent_id, job_list, work)
+        failed = result.failed
+        tracker.log_metrics(parent_id, {
+            "cells_finished": sum(j.status == "finished" for j in job_list),
+            "cells_skipped": sum(j.status == "skipped" for j in job_list),
+            "cells_failed": len(failed),
+        })
+        if failed:
+            tracker.fail(parent_id, "failed cells: " + ", ".join(j.config.name for j in failed))
+        else:
+            tracker.finish(parent_id)
+    result.metrics = {j.run_id: dict(tracker.run(j.run_id).metrics) for j in job_list if j.run_id}
+    return result
+
+
+def _log_cells(tracker: Any, parent_id: str, jobs: list[CellJob], work: Path) -> None:
+    """``cells.json`` on the parent run: every cell of the matrix with its run, also cells that
+    were finished before (by another matrix or a single run) and so are not children of this one."""
+    from lossbench.fsio import atomic_write
+
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [{"cell": j.config.name, "identity": j.identity, "run_id": j.run_id, "status": j.status,
+             "loss": j.config.loss, "network": j.config.network, "fold": j.config.fold, "seed": j.config.seed}
+            for j in jobs]
+    path = work / "cells.json"
+    atomic_write(path, json.dumps(rows, indent=2))
+    tracker.log_artifacts(parent_id, [path])

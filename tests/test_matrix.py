@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lossbench.matrix import cell_command, parse_int_list, scoped_assignments
+from lossbench.matrix import parse_int_list, scoped_assignments
+from lossbench.settings import cell_argv
 from lossbench.errors import ParameterError
 from tests.conftest import lossbench_executable
 from tests.test_run import mlflow_runs, run_env
@@ -126,14 +127,14 @@ def test_matrix_refuses_unknown_names_before_running(cohort, tmp_path):
 
 
 def test_cell_command_reproduces_the_cell(cohort):
-    from lossbench.cli._run_common import build_config
+    from lossbench.settings import build_config
     from lossbench.registry import load_registry
 
     reg = load_registry()
     cfg = build_config(reg, config=None, loss="l1dfl", net="attunet", dataset=None, data=str(cohort), fold=1,
                        seed=2, preset=None, loss_param=["epsilon=0.1"], net_param=["channels=4,8,16",
                        "strides=2,2"], data_param=["n_folds=2"], train={"epochs": 3, "patch": "16"})
-    cmd = cell_command(cfg, experiment="e", tracking_uri=None, parent_run_id=None, device="cpu")
+    cmd = cell_argv(cfg, experiment="e", tracking_uri=None, parent_run_id=None, device="cpu")
     # parse the command back with the run command's own option handling
     from lossbench.config import parse_assignments
 

@@ -166,7 +166,7 @@ def test_bad_options_fail_before_training(cohort, tmp_path, args, fragment):
 
 
 def test_config_file_sets_loss_and_training(cohort, tmp_path):
-    from lossbench.cli._run_common import build_config
+    from lossbench.settings import build_config
     from lossbench.registry import load_registry
 
     cfg_file = tmp_path / "cell.toml"

@@ -17,6 +17,16 @@ class StrataScheme(str, Enum):
     quantile = "quantile"
 
 
+Loss = Annotated[Optional[str], typer.Option(
+    "--loss", help="Loss registry name, e.g. l1dfl, dl, dfl, dce (matrix: several, comma separated).")]
+Net = Annotated[Optional[str], typer.Option(
+    "--net", help="Network registry name, e.g. attunet, segresnet (matrix: several, comma separated).")]
+LossParams = Annotated[list[str], typer.Option(
+    "--loss-param", "-L", help="Loss parameter name=value (repeatable); in a matrix l1dfl.epsilon=0.1 sets it "
+    "for one loss only.")]
+NetParams = Annotated[list[str], typer.Option(
+    "--net-param", "-N", help="Network parameter name=value (repeatable); in a matrix attunet.dropout=0.1 sets it "
+    "for one network only.")]
 Dataset = Annotated[Optional[str], typer.Option("--dataset", help="Registry name of the dataset (default: psma).")]
 Data = Annotated[Optional[str], typer.Option(
     "--data", help="Data folder for the dataset (default: the synthetic PSMA cohort).")]

@@ -5,11 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
-
-DEFAULTS = {"loss": "l1dfl", "network": "attunet", "dataset": "psma", "preset": "cpu", "fold": 0, "seed": 0}
 
 #: glibc allocator settings for training (benchmarks/RESULTS.md, "Allocator"): large tensors are
 #: taken from and kept in the heap instead of being mmapped and unmapped at every step.
@@ -35,60 +31,6 @@ def tune_malloc() -> str:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, script, *sys.argv[1:]], env)
-    return "tuned"  # not reached
-
-
-def build_config(
-    reg: Any,
-    *,
-    config: Path | None,
-    loss: str | None,
-    net: str | None,
-    dataset: str | None,
-    data: str | None,
-    fold: int | None,
-    seed: int | None,
-    preset: str | None,
-    loss_param: Sequence[str],
-    net_param: Sequence[str],
-    data_param: Sequence[str],
-    train: Mapping[str, Any],
-):
-    """Resolve a :class:`lossbench.runconfig.RunConfig` from defaults < config file < command line."""
-    from lossbench.config import component_choice, load_config, parse_assignments
-    from lossbench.runconfig import resolve_run_config, train_section
-
-    file_cfg = load_config(config) if config else {}
-    file_train = train_section(file_cfg)
-
-    def choose(kind: str, cli_name: str | None, items: Sequence[str], flag: str) -> tuple[str, dict[str, Any]]:
-        name, overrides = component_choice(file_cfg, kind, cli_name, parse_assignments(items, flag))
-        component = reg.get(kind, name or DEFAULTS[kind])
-        return component.name, component.resolve(overrides)
-
-    loss_name, loss_params = choose("loss", loss, loss_param, "--loss-param")
-    dataset_items = list(data_param) + ([f"data={data}"] if data is not None else [])
-    dataset_name, dataset_params = choose("dataset", dataset, dataset_items, "--data-param")
-    net_name, _ = choose("network", net, [], "--net-param")
-    net_component = reg.get("network", net_name)
-    # network parameters: preset defaults < config file < command line, each checked by the component
-    _, file_net = component_choice(file_cfg, "network", net_name, {})
-    net_overrides = {**file_net, **parse_assignments(net_param, "--net-param")}
-    preset_name = preset or file_train.pop("preset", None) or DEFAULTS["preset"]
-    fold_value = fold if fold is not None else int(file_train.pop("fold", DEFAULTS["fold"]))
-    seed_value = seed if seed is not None else int(file_train.pop("seed", DEFAULTS["seed"]))
-    file_train.pop("preset", None)
-    file_train.pop("fold", None)
-    file_train.pop("seed", None)
-    merged_train = {**file_train, **{k: v for k, v in train.items() if v is not None}}
-    cfg = resolve_run_config(
-        loss=loss_name, loss_params=loss_params, network=net_name, network_params={}, dataset=dataset_name,
-        dataset_params=dataset_params, fold=fold_value, seed=seed_value, preset=preset_name, train=merged_train,
-    )
-    network_params = net_component.resolve({**cfg.network_params, **net_overrides})
-    import dataclasses
-
-    return dataclasses.replace(cfg, network_params=network_params)
 
 
 def progress_bar(console: Any) -> Any:

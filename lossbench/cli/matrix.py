@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
 
 import typer
 
@@ -10,8 +12,8 @@ from lossbench.cli._common import console, err_console, registry
 
 
 def matrix(
-    loss: str = typer.Option("dl,dfl,l1dfl", "--loss", help="Losses, comma separated."),
-    net: str = typer.Option("attunet", "--net", help="Networks, comma separated."),
+    loss: opts.Loss = "dl,dfl,l1dfl",
+    net: opts.Net = "attunet",
     folds: str = typer.Option("0", "--folds", help="Folds: 0-4 or 0,2."),
     seeds: str = typer.Option("0", "--seeds", help="Seeds: 0,1,2 or 0-2."),
     dataset: opts.Dataset = None,
@@ -24,12 +26,8 @@ def matrix(
     val_every: opts.ValEvery = None,
     spacing: opts.Spacing = None,
     setting: opts.Settings = [],
-    loss_param: list[str] = typer.Option(
-        [], "--loss-param", "-L", help="Loss parameter: l1dfl.epsilon=0.1 (one loss) or gamma=2 (every loss)."
-    ),
-    net_param: list[str] = typer.Option(
-        [], "--net-param", "-N", help="Network parameter: attunet.channels=8,16,32 or dropout=0 (every network)."
-    ),
+    loss_param: opts.LossParams = [],
+    net_param: opts.NetParams = [],
     data_param: opts.DataParams = [],
     config: opts.Config = None,
     experiment: opts.Experiment = "lossbench",
@@ -43,12 +41,53 @@ def matrix(
     One MLflow parent run per matrix, one child per cell. A failing cell does not stop the
     others; the exit code is 1 if any cell failed.
     """
-    from lossbench.cli._matrix_impl import run_matrix
+    import shlex
 
-    run_matrix(
-        registry(), console(), err_console(), loss=loss, net=net, folds=folds, seeds=seeds, dataset=dataset,
-        data=data, preset=preset, train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr,
-                                                            val_every=val_every, spacing=spacing),
-        loss_param=loss_param, net_param=net_param, data_param=data_param, config=config,
-        experiment=experiment, tracking_uri=tracking_uri, jobs=jobs, device=device, dry_run=dry_run,
+    from lossbench.matrix import run_matrix
+
+    out, err = console(), err_console()
+
+    def on_change(job: Any) -> None:
+        style = {"running": "blue", "finished": "green", "failed": "red"}.get(job.status, "")
+        extra = f" after {job.seconds:.0f} s" if job.status in ("finished", "failed") else ""
+        out.print(f"[{style}]{job.status}[/] {job.config.name}{extra}" + (f": {job.error}" if job.error else ""),
+                  highlight=False)
+
+    result = run_matrix(
+        registry(), loss=loss or "", net=net or "", folds=folds, seeds=seeds, dataset=dataset, data=data,
+        preset=preset, train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr,
+                                                 val_every=val_every, spacing=spacing),
+        loss_param=loss_param, net_param=net_param, data_param=data_param, config=config, experiment=experiment,
+        tracking_uri=tracking_uri, jobs=jobs, device=device, dry_run=dry_run,
+        on_checking=lambda n: out.status(f"checking {n} cells and the data…"),
+        on_note=lambda text: out.print(text, highlight=False), on_change=on_change,
     )
+    if result.dry_run:
+        _print_cells(out, result.jobs, title=f"matrix {result.matrix_id} (dry run)")
+        return
+    _print_cells(out, result.jobs, title=f"matrix {result.matrix_id}: parent run {result.parent_id}",
+                 metrics=result.metrics)
+    if result.failed:
+        for job in result.failed:
+            err.print(f"re-run {job.config.name} with: {shlex.join(job.command)}", highlight=False, soft_wrap=True)
+        err.print(f"error: {len(result.failed)} of {len(result.jobs)} cells failed (logs in {result.work})",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _print_cells(out: Any, jobs: list, title: str, metrics: dict[str, dict] | None = None) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("cell", "status", "MLflow run", "test Dice", "F1", "error"):
+        table.add_column(col)
+    styles = {"finished": "green", "skipped": "cyan", "failed": "red", "pending": "yellow"}
+    for job in jobs:
+        m = (metrics or {}).get(job.run_id, {})
+        table.add_row(job.config.name, f"[{styles.get(job.status, '')}]{job.status}[/]", job.run_id or "—",
+                      _fmt(m.get("test_dice_mean")), _fmt(m.get("test_f1_pooled")), job.error)
+    out.print(table)

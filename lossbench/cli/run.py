@@ -10,8 +10,8 @@ from lossbench.cli._common import console, debug, registry
 from lossbench.errors import LossbenchError
 
 def run(
-    loss: str = typer.Option(None, "--loss", help="Registry name of the loss, e.g. l1dfl, dl, dfl, dce."),
-    net: str = typer.Option(None, "--net", help="Registry name of the network, e.g. attunet, segresnet."),
+    loss: opts.Loss = None,
+    net: opts.Net = None,
     dataset: opts.Dataset = None,
     data: opts.Data = None,
     fold: int = typer.Option(None, "--fold", help="Cross-validation fold used for validation (default: 0)."),
@@ -25,8 +25,8 @@ def run(
     spacing: opts.Spacing = None,
     device: opts.Device = "auto",
     setting: opts.Settings = [],
-    loss_param: list[str] = typer.Option([], "--loss-param", "-L", help="Loss parameter name=value (repeatable)."),
-    net_param: list[str] = typer.Option([], "--net-param", "-N", help="Network parameter name=value (repeatable)."),
+    loss_param: opts.LossParams = [],
+    net_param: opts.NetParams = [],
     data_param: opts.DataParams = [],
     config: opts.Config = None,
     experiment: opts.Experiment = "lossbench",
@@ -40,7 +40,8 @@ def run(
     With no options it trains attunet with l1dfl on the synthetic PSMA cohort with the CPU
     preset. Settings come from the preset, then --config, then the command line.
     """
-    from lossbench.cli._run_common import build_config, print_result, progress_bar, tune_malloc
+    from lossbench.cli._run_common import print_result, progress_bar, tune_malloc
+    from lossbench.settings import build_config
 
     malloc_note = tune_malloc()
     _terminate_as_interrupt()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
-
 import typer
 
 
@@ -15,18 +11,22 @@ def ui(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="Store to show (default: the embedded SQLite store)."),
 ) -> None:
     """Open the MLflow UI on the embedded store (runs, params, metric curves, artifacts)."""
-    from lossbench import paths
-    from lossbench.errors import LossbenchError
-    from lossbench.tracking import resolve_tracking_uri
+    import signal
 
+    from lossbench.errors import LossbenchError
+    from lossbench.tracking import resolve_tracking_uri, serve
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a SIGTERM stops the server too, by its process id
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith(("http://", "https://")):
-        raise LossbenchError(f"{uri} is a tracking server already: open it in a browser")
-    mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
-    if not os.path.exists(mlflow):
-        raise LossbenchError("the mlflow command is not installed in this environment; pip install -e .")
-    args = [mlflow, "server", "--backend-store-uri", uri, "--default-artifact-root",
-            paths.default_artifact_root().as_uri(), "--host", host, "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    typer.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C to stop)")
-    os.execve(mlflow, args, env)
+    typer.echo(f"starting the MLflow UI for {uri} …")
+    try:
+        with serve(uri, host, port) as server:
+            typer.echo(f"MLflow UI on {server.url} for {uri} (Ctrl-C to stop)")
+            code = server.process.wait()
+    except KeyboardInterrupt:
+        typer.echo("stopped the MLflow UI")
+        return
+    raise LossbenchError(f"the MLflow server stopped by itself (exit code {code})")

@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from lossbench.errors import LossbenchError
+from lossbench.tracking import KIND_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lossbench.tracking import Tracker
+    from lossbench.tracking import RunRecord, Tracker
 
-__all__ = ["CASES_ARTIFACT", "RunRecord", "load_cases", "open_store", "parse_run_ids", "runs_frame", "select_runs"]
+__all__ = ["CASES_ARTIFACT", "CellRun", "load_cases", "open_store", "parse_run_ids", "runs_frame", "select_runs"]
 
 CASES_ARTIFACT = "evaluation/cases.csv"
 MATRIX_CELLS = "cells.json"
@@ -46,8 +46,8 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclasses.dataclass(frozen=True)
-class RunRecord:
-    """What a comparison needs to know about one run (from its MLflow tags)."""
+class CellRun:
+    """What a comparison needs to know about one cell run (from its tags and params)."""
 
     run_id: str
     name: str
@@ -79,14 +79,14 @@ def _int_or_str(value: str | None) -> int | str:
         return value
 
 
-def _record(run: Any) -> RunRecord:
-    tags = run.data.tags
-    return RunRecord(
-        run_id=run.info.run_id, name=run.info.run_name or "", loss=tags.get("lossbench.loss", ""),
+def _record(run: RunRecord) -> CellRun:
+    tags = run.tags
+    return CellRun(
+        run_id=run.id, name=run.name, loss=tags.get("lossbench.loss", ""),
         network=tags.get("lossbench.network", ""), fold=_int_or_str(tags.get("lossbench.fold")),
         seed=_int_or_str(tags.get("lossbench.seed")), preset=tags.get("lossbench.preset", ""),
-        status=run.info.status, start_time=int(run.info.start_time or 0),
-        budget=tuple(sorted((k, v) for k, v in run.data.params.items() if _is_budget(k))),
+        status=run.status, start_time=run.start_time,
+        budget=tuple(sorted((k, v) for k, v in run.params.items() if _is_budget(k))),
     )
 
 
@@ -100,7 +100,7 @@ def _is_budget(param: str) -> bool:
                                                    param.startswith(k + ".") for k in _NOT_BUDGET)
 
 
-def _check_same_budget(records: Sequence[RunRecord]) -> None:
+def _check_same_budget(records: Sequence[CellRun]) -> None:
     """Runs that differ in anything but loss, network, fold and seed are not compared silently."""
     first = dict(records[0].budget)
     for rec in records[1:]:
@@ -146,10 +146,8 @@ def open_store(tracking_uri: str | None, experiment: str) -> Tracker:
 
 def select_runs(
     tracker: Tracker, *, parent: str | None = None, run_ids: Sequence[str] | None = None
-) -> tuple[list[RunRecord], list[str]]:
+) -> tuple[list[CellRun], list[str]]:
     """The runs to compare, and notes on what was skipped (module docstring)."""
-    from lossbench.tracking import KIND_TAG, PARENT_TAG
-
     if parent and run_ids:
         raise LossbenchError("give either --parent or --runs, not both")
     notes: list[str] = []
@@ -158,10 +156,10 @@ def select_runs(
         records = []
         for rid in run_ids:
             _check_run_id(rid, "--runs")
-            run = tracker.get_run(rid)
+            run = tracker.run(rid)
             _check_experiment(run, tracker)
             rec = _record(run)
-            if run.info.lifecycle_stage == "deleted":
+            if run.deleted:
                 raise LossbenchError(f"run {rec.label()} is deleted")
             if rec.status != "FINISHED":
                 raise LossbenchError(f"run {rec.label()} is {rec.status}, not FINISHED: it has no complete evaluation")
@@ -169,7 +167,7 @@ def select_runs(
                 raise LossbenchError(f"run {rec.label()} has no lossbench.loss / lossbench.network tags: "
                                      "it is not a lossbench cell run")
             records.append(rec)
-        seen: dict[tuple[str, str, str, str], RunRecord] = {}
+        seen: dict[tuple[str, str, str, str], CellRun] = {}
         for rec in records:
             if rec.replicate in seen:
                 raise LossbenchError(
@@ -180,19 +178,19 @@ def select_runs(
     else:
         if parent:
             _check_run_id(parent, "--parent")
-            _check_experiment(tracker.get_run(parent), tracker)
-            found = tracker.search_runs(f"tags.`{PARENT_TAG}` = '{parent}'")
-            known = {r.info.run_id for r in found}
+            _check_experiment(tracker.run(parent), tracker)
+            found = tracker.runs_of(parent=parent)
+            known = {r.id for r in found}
             missing = []
             for rid in _matrix_cells(tracker, parent):  # cells finished before, by another matrix or run
                 if rid in known:
                     continue
                 try:
-                    run = tracker.get_run(rid)
+                    run = tracker.run(rid)
                 except LossbenchError:
                     missing.append(rid)
                     continue
-                if run.info.experiment_id == tracker.experiment_id and run.info.lifecycle_stage != "deleted":
+                if run.experiment_id == tracker.experiment_id and not run.deleted:
                     found.append(run)
                     known.add(rid)
                 else:
@@ -200,11 +198,11 @@ def select_runs(
             if missing:
                 notes.append(f"{len(missing)} run(s) listed in the matrix's {MATRIX_CELLS} are gone or deleted: "
                              + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
-            found = [r for r in found if r.data.tags.get(KIND_TAG) == KIND_CELL]
-            found.sort(key=lambda r: -int(r.info.start_time or 0))
+            found = [r for r in found if r.tags.get(KIND_TAG) == KIND_CELL]
+            found.sort(key=lambda r: -r.start_time)
             where = f"matrix run {parent}"
         else:
-            found = tracker.search_runs(f"tags.`{KIND_TAG}` = '{KIND_CELL}'")
+            found = tracker.runs_of(kind=KIND_CELL)
         all_records = [_record(r) for r in found]  # newest first
         unfinished = Counter(rec.status for rec in all_records if rec.status != "FINISHED")
         if unfinished:
@@ -238,30 +236,28 @@ def _matrix_cells(tracker: Tracker, parent: str) -> list[str]:
     """Run ids listed in the matrix run's ``cells.json`` (empty if it has none)."""
     import json
 
-    if MATRIX_CELLS not in tracker.list_artifacts(parent):
+    if not tracker.has_artifact(parent, MATRIX_CELLS):
         return []
-    with tempfile.TemporaryDirectory(prefix="lossbench-compare-") as tmp:
-        try:
-            rows = json.loads(tracker.download(parent, MATRIX_CELLS, tmp).read_text())
-        except Exception as exc:  # noqa: BLE001 - a torn artifact: one line naming it
-            raise LossbenchError(f"cannot read {MATRIX_CELLS} of matrix run {parent}: {exc}") from None
+    try:
+        rows = json.loads(tracker.read_text(parent, MATRIX_CELLS))
+    except ValueError as exc:  # a torn artifact: one line naming it
+        raise LossbenchError(f"cannot read {MATRIX_CELLS} of matrix run {parent}: {exc}") from None
     return [str(row["run_id"]) for row in rows if isinstance(row, dict) and row.get("run_id")]
 
 
-def _check_experiment(run: Any, tracker: Tracker) -> None:
-    if run.info.experiment_id != tracker.experiment_id:
+def _check_experiment(run: RunRecord, tracker: Tracker) -> None:
+    if run.experiment_id != tracker.experiment_id:
         raise LossbenchError(
-            f"run {run.info.run_id} belongs to another experiment (id {run.info.experiment_id}), not to "
+            f"run {run.id} belongs to another experiment (id {run.experiment_id}), not to "
             f"{tracker.experiment!r}; pass that experiment's name with --experiment"
         )
 
 
-def load_cases(tracker: Tracker, runs: Sequence[RunRecord]) -> pd.DataFrame:
+def load_cases(tracker: Tracker, runs: Sequence[CellRun]) -> pd.DataFrame:
     """Concatenated ``evaluation/cases.csv`` of ``runs``, with columns run_id, loss, network, fold, seed."""
     import pandas as pd
 
-    folder, name = CASES_ARTIFACT.rsplit("/", 1)
-    lacking = [rec for rec in runs if CASES_ARTIFACT not in tracker.list_artifacts(rec.run_id, folder)]
+    lacking = [rec for rec in runs if not tracker.has_artifact(rec.run_id, CASES_ARTIFACT)]
     if lacking:
         shown = ", ".join(rec.label() for rec in lacking[:3]) + (" …" if len(lacking) > 3 else "")
         raise LossbenchError(
@@ -269,32 +265,24 @@ def load_cases(tracker: Tracker, runs: Sequence[RunRecord]) -> pd.DataFrame:
             f"logged): {shown}"
         )
     tables = []
-    with tempfile.TemporaryDirectory(prefix="lossbench-compare-") as tmp:
-        for i, rec in enumerate(runs):
-            dst = Path(tmp) / str(i)
-            dst.mkdir()
-            try:
-                path = tracker.download(rec.run_id, CASES_ARTIFACT, dst)
-                table = pd.read_csv(path, dtype={"case_id": str})
-            except Exception as exc:  # noqa: BLE001 - unreadable artifact: one line naming the run
-                raise LossbenchError(f"cannot read {CASES_ARTIFACT} of run {rec.label()}: "
-                                     f"{type(exc).__name__}: {exc}") from None
-            if "case_id" not in table.columns:
-                raise LossbenchError(f"{CASES_ARTIFACT} of run {rec.label()} has no case_id column")
-            if table["case_id"].duplicated().any():
-                dup = table.loc[table["case_id"].duplicated(), "case_id"].iloc[0]
-                raise LossbenchError(f"{CASES_ARTIFACT} of run {rec.label()} lists case {dup!r} twice")
-            table = table.drop(columns=[c for c in ("run_id", "loss", "network", "fold", "seed") if c in table])
-            table.insert(0, "seed", rec.seed)
-            table.insert(0, "fold", rec.fold)
-            table.insert(0, "network", rec.network)
-            table.insert(0, "loss", rec.loss)
-            table.insert(0, "run_id", rec.run_id)
-            tables.append(table)
+    for rec in runs:
+        table = tracker.read_table(rec.run_id, CASES_ARTIFACT, dtype={"case_id": str})
+        if "case_id" not in table.columns:
+            raise LossbenchError(f"{CASES_ARTIFACT} of run {rec.label()} has no case_id column")
+        if table["case_id"].duplicated().any():
+            dup = table.loc[table["case_id"].duplicated(), "case_id"].iloc[0]
+            raise LossbenchError(f"{CASES_ARTIFACT} of run {rec.label()} lists case {dup!r} twice")
+        table = table.drop(columns=[c for c in ("run_id", "loss", "network", "fold", "seed") if c in table])
+        table.insert(0, "seed", rec.seed)
+        table.insert(0, "fold", rec.fold)
+        table.insert(0, "network", rec.network)
+        table.insert(0, "loss", rec.loss)
+        table.insert(0, "run_id", rec.run_id)
+        tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
 
-def runs_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
+def runs_frame(runs: Sequence[CellRun]) -> pd.DataFrame:
     """The runs as a table (run_id, name, loss, network, fold, seed, preset)."""
     import pandas as pd
 

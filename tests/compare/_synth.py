@@ -86,8 +86,9 @@ def log_runs(home: Path, experiment: str, specs: Sequence[Mapping], *, parent_of
             table.insert(0, "run_id", run_id)
             table.to_csv(folder / "cases.csv", index=False)
             tracker.log_artifacts(run_id, [folder / "cases.csv"], "evaluation")
-        status = spec.get("status", "FINISHED")
-        tracker.client.set_terminated(run_id, status=status)
+        end = {"FINISHED": tracker.finish, "KILLED": tracker.kill,
+               "FAILED": lambda rid: tracker.fail(rid, "planted failure")}
+        end[spec.get("status", "FINISHED")](run_id)
         ids.append(run_id)
     return ids
 
