@@ -77,7 +77,7 @@ def main() -> None:
     for net_name in [n.strip() for n in args.nets.split(",") if n.strip()]:
         params = {"img_size": args.patch} if net_name == "unetr" else {}
         component = reg.get("network", net_name)
-        component.check(params, patch_size=(args.patch,) * 3, spatial_dims=3, batch_size=args.batch)
+        component.check(params, patch=(args.patch,) * 3, spatial_dims=3, batch_size=args.batch)
         torch.manual_seed(0)
         net = component.build(params, in_channels=2, out_channels=2, spatial_dims=3).to(device)
         if device.type == "cuda":

@@ -25,6 +25,51 @@ _FALSE = {"0", "false", "no", "off"}
 _SCALAR_TYPES = (bool, int, float, str)
 
 
+def split_items(text: str) -> list[str]:
+    """``"96,96,64"``, ``"(1, 2)"`` -> the item strings."""
+    return [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
+
+
+def parse_numbers(value: Any, kind: type, *, what: str, count: tuple[int, ...] = (1, 3),
+                  broadcast: int | None = 3, positive: bool = True) -> tuple:
+    """The one parser of number tuples (patch sizes, spacings, shapes).
+
+    ``value`` is a string (``"96"``, ``"96,96,64"``, ``"96x96x64"``), a number or a sequence;
+    ``count`` lists the accepted lengths, and one value is repeated ``broadcast`` times.
+    Raises :class:`ParameterError` naming ``what`` and the accepted forms.
+    """
+    if isinstance(value, str):
+        parts: list[Any] = split_items(value.replace("x", ","))  # 96x96x64 too
+    elif isinstance(value, Sequence):
+        parts = list(value)
+    else:
+        parts = [value]
+    kind_name = "integers" if kind is int else "numbers"
+    forms = " or ".join(map(str, count))
+    try:
+        items = tuple(_coerce_number(kind, p) for p in parts)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{what} expects {forms} {kind_name} like 96 or 96,96,64, got {value!r}") from None
+    if len(items) not in count or (positive and any(i <= 0 for i in items)):
+        sign = "positive " if positive else ""
+        raise ParameterError(f"{what} needs {forms} {sign}values, got {value!r}")
+    if len(items) == 1 and broadcast:
+        items = items * broadcast
+    return items
+
+
+def _coerce_number(kind: type, value: Any) -> Any:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if kind is int and isinstance(value, str):
+        return int(value.strip())
+    return kind(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Param:
     """One parameter of a component.
@@ -63,7 +108,7 @@ class Param:
             return None
         if self.type is tuple:
             if isinstance(value, str):
-                parts = [p.strip() for p in value.strip("()[] ").split(",") if p.strip()]
+                parts = split_items(value)
             elif isinstance(value, Sequence):
                 parts = list(value)
             else:
@@ -136,6 +181,10 @@ class Component:
     #: :class:`lossbench.errors.LossbenchError` when the component cannot work in a given context,
     #: e.g. a network with a patch size it cannot take. Called before any training starts.
     validator: Callable[..., None] | str | None = None
+    #: Parameter values per settings preset (as timm keeps ``default_cfgs`` beside each model):
+    #: ``{"cpu": {"channels": (8, 16, 32, 64)}}`` makes the component small under ``--preset cpu``.
+    #: A preset not listed uses the parameter defaults.
+    presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     plugin: str = ""
     distribution: str = ""
     version: str = ""
@@ -150,6 +199,9 @@ class Component:
         if not (callable(self.factory) or (isinstance(self.factory, str) and ":" in self.factory)):
             raise ValueError(f"{self.kind} {self.name!r}: factory must be a callable or 'module:attribute'")
         object.__setattr__(self, "params", tuple(self.params))
+        for preset, values in dict(self.presets).items():
+            for key in values:
+                self.param(key)  # a preset may only set declared parameters
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.kind} {self.name!r} declares a parameter twice")
@@ -169,12 +221,16 @@ class Component:
         listing = ", ".join(known) if known else "none"
         raise ParameterError(f"{self.kind} {self.name!r} has no parameter {name!r}{did} (parameters: {listing})")
 
-    def defaults(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.params}
+    def defaults(self, preset: str | None = None) -> dict[str, Any]:
+        """Parameter defaults, updated by the values of ``preset`` where the component has one."""
+        values = {p.name: p.default for p in self.params}
+        for key, value in dict(self.presets).get(preset or "", {}).items():
+            values[key] = self.param(key).coerce(value)
+        return values
 
-    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated by ``overrides`` (strings or typed values), each checked and coerced."""
-        values = self.defaults()
+    def resolve(self, overrides: Mapping[str, Any] | None = None, *, preset: str | None = None) -> dict[str, Any]:
+        """Defaults (of ``preset``) updated by ``overrides`` (strings or typed values), each checked and coerced."""
+        values = self.defaults(preset)
         for key, value in (overrides or {}).items():
             values[key] = self.param(key).coerce(value)
         return values

@@ -7,7 +7,7 @@ Plugin modules must stay cheap to import: keep torch/monai imports inside the fa
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import pluggy
 
@@ -39,3 +39,19 @@ def register_networks(register: Register) -> None:
 @hookspec
 def register_datasets(register: Register) -> None:
     """Register datasets: ``register(Component(kind="dataset", ...))``."""
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``lossbench`` CLI (as simonw/llm's ``register_commands``).
+
+    ``cli`` is a :class:`lossbench.cli.plugin_commands.Commands`: ``cli.app`` is the root Typer
+    application and ``cli.group(name)`` a sub-command group (``cli.group("data")`` is
+    ``lossbench data``). Import heavy packages inside the command functions, not here: this hook
+    runs at every start of the CLI, ``--help`` included.
+
+        @lossbench.hookimpl
+        def register_commands(cli):
+            from my_plugin.commands import convert
+            cli.group("data").command("convert")(convert)
+    """

@@ -13,7 +13,7 @@ from typing import Any
 
 from lossbench.components import KINDS, PLURALS, Component
 from lossbench.errors import DuplicateComponentError, LossbenchError, UnknownComponentError
-from lossbench.plugins import PluginInfo, PluginManager, _describe_exception, create_plugin_manager
+from lossbench.plugin_manager import PluginInfo, PluginManager, _describe_exception, create_plugin_manager
 
 
 class Registry:
@@ -116,5 +116,5 @@ def _check_kind(kind: str) -> str:
 
 
 def load_registry(*, entry_points: bool = True, plugins: Iterable[tuple[str, Any]] = ()) -> Registry:
-    """Discover plugins (see :mod:`lossbench.plugins` for the order) and build a registry."""
+    """Discover plugins (see :mod:`lossbench.plugin_manager` for the order) and build a registry."""
     return Registry(create_plugin_manager(entry_points=entry_points, plugins=plugins))

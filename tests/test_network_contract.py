@@ -39,7 +39,7 @@ def _small_config(component):
 
     for patch in (16, 32):
         try:
-            component.check({}, patch_size=(patch,) * SPATIAL_DIMS, spatial_dims=SPATIAL_DIMS)
+            component.check({}, patch=(patch,) * SPATIAL_DIMS, spatial_dims=SPATIAL_DIMS)
         except LossbenchError:
             continue
         with torch.device("meta"):
@@ -77,7 +77,7 @@ def test_forward_shape_and_channels(network):
     import torch
 
     component, overrides, patch, _ = network
-    component.check(overrides, patch_size=(patch,) * 3, spatial_dims=3)
+    component.check(overrides, patch=(patch,) * 3, spatial_dims=3)
     torch.manual_seed(0)
     net = _build(component, overrides)
     x = torch.randn(2, IN_CHANNELS, patch, patch, patch)
@@ -117,13 +117,13 @@ def test_finite_gradient(network):
 
 def test_validator_accepts_good_and_rejects_bad_patch(network):
     component, overrides, patch, bad = network
-    component.check(overrides, patch_size=(patch,) * 3, spatial_dims=3)
+    component.check(overrides, patch=(patch,) * 3, spatial_dims=3)
     if bad is None:
         pytest.skip(f"no patch known that {component.name!r} must refuse")
     with pytest.raises(LossbenchError, match="patch"):
-        component.check(overrides, patch_size=(bad,) * 3, spatial_dims=3)
+        component.check(overrides, patch=(bad,) * 3, spatial_dims=3)
     with pytest.raises(LossbenchError, match="patch"):
-        component.check(overrides, patch_size=(patch, patch, bad), spatial_dims=3)
+        component.check(overrides, patch=(patch, patch, bad), spatial_dims=3)
 
 
 # -- the built-in networks: paper configurations and their validators -----------------------
@@ -166,9 +166,9 @@ def test_defaults_build_the_paper_network(name):
 )
 def test_paper_defaults_refuse_a_bad_patch_with_a_hint(name, patch, hint):
     component = REGISTRY.get("network", name)
-    component.check({}, patch_size=(128, 128, 128), spatial_dims=3)
+    component.check({}, patch=(128, 128, 128), spatial_dims=3)
     with pytest.raises(LossbenchError) as info:
-        component.check({}, patch_size=(patch,) * 3, spatial_dims=3)
+        component.check({}, patch=(patch,) * 3, spatial_dims=3)
     assert hint in str(info.value)
     assert name in str(info.value)
 
@@ -188,7 +188,7 @@ def test_paper_defaults_refuse_a_bad_patch_with_a_hint(name, patch, hint):
 def test_validator_rejects_inconsistent_parameters(name, overrides, match):
     component = REGISTRY.get("network", name)
     with pytest.raises(LossbenchError, match=match):
-        component.check(overrides, patch_size=(128, 128, 128), spatial_dims=3)
+        component.check(overrides, patch=(128, 128, 128), spatial_dims=3)
     with pytest.raises(LossbenchError, match=match):  # the factory refuses them too, before MONAI does
         component.build(overrides, in_channels=2, out_channels=2, spatial_dims=3)
 
@@ -197,9 +197,9 @@ def test_unet_batch_norm_needs_more_than_one_bottleneck_voxel_for_a_batch_of_one
     component = REGISTRY.get("network", "unet")
     small = {"channels": "4,8,16", "strides": "2,2"}
     with pytest.raises(LossbenchError, match="batch norm"):
-        component.check(small, patch_size=(4, 4, 4), spatial_dims=3, batch_size=1)
-    component.check(small, patch_size=(4, 4, 4), spatial_dims=3, batch_size=2)
-    component.check({**small, "norm": "instance"}, patch_size=(4, 4, 4), spatial_dims=3, batch_size=1)
+        component.check(small, patch=(4, 4, 4), spatial_dims=3, batch_size=1)
+    component.check(small, patch=(4, 4, 4), spatial_dims=3, batch_size=2)
+    component.check({**small, "norm": "instance"}, patch=(4, 4, 4), spatial_dims=3, batch_size=1)
 
 
 def test_attunet_batch_norm_bottleneck_is_refused_at_batch_one_and_really_fails():
@@ -208,8 +208,8 @@ def test_attunet_batch_norm_bottleneck_is_refused_at_batch_one_and_really_fails(
     component = REGISTRY.get("network", "attunet")
     small = {"channels": "4,8,16", "strides": "2,2"}
     with pytest.raises(LossbenchError, match="batch norm"):
-        component.check(small, patch_size=(4, 4, 4), spatial_dims=3, batch_size=1)
-    component.check(small, patch_size=(8, 8, 8), spatial_dims=3, batch_size=1)
+        component.check(small, patch=(4, 4, 4), spatial_dims=3, batch_size=1)
+    component.check(small, patch=(8, 8, 8), spatial_dims=3, batch_size=1)
     net = component.build(small, in_channels=2, out_channels=2, spatial_dims=3).train()
     with pytest.raises(ValueError, match="more than 1 value per channel"):  # what the check prevents
         net(torch.zeros(1, 2, 4, 4, 4))
@@ -218,6 +218,6 @@ def test_attunet_batch_norm_bottleneck_is_refused_at_batch_one_and_really_fails(
 def test_total_stride_is_the_product_of_strides():
     component = REGISTRY.get("network", "attunet")
     params = {"channels": "4,8,16", "strides": "2,3"}
-    component.check(params, patch_size=(6 * 5,) * 3, spatial_dims=3)
+    component.check(params, patch=(6 * 5,) * 3, spatial_dims=3)
     with pytest.raises(LossbenchError, match=f"not divisible by {math.prod((2, 3))}"):
-        component.check(params, patch_size=(32,) * 3, spatial_dims=3)
+        component.check(params, patch=(32,) * 3, spatial_dims=3)

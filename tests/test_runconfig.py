@@ -7,6 +7,7 @@ import pytest
 from lossbench.errors import ParameterError
 from lossbench.registry import load_registry
 from lossbench.runconfig import PRESETS, resolve_run_config
+from lossbench.settings import build_config
 
 REG = load_registry()
 
@@ -14,9 +15,8 @@ REG = load_registry()
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("network", ["attunet", "segresnet", "unet", "unetr"])
 def test_every_builtin_network_fits_every_preset(preset, network):
-    cfg = resolve_run_config(loss="l1dfl", loss_params={}, network=network, network_params={}, dataset="psma",
-                             dataset_params={}, fold=0, seed=0, preset=preset, train={})
-    REG.get("network", network).check(cfg.network_params, patch_size=cfg.patch, spatial_dims=3,
+    cfg = build_config(REG, loss="l1dfl", net=network, preset=preset)  # the network's own preset values
+    REG.get("network", network).check(cfg.network_params, patch=cfg.patch, spatial_dims=3,
                                       batch_size=cfg.batch)
 
 

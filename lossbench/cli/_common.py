@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from lossbench.plugin_manager import PluginManager
     from lossbench.registry import Registry
 
 DEBUG_ENV = "LOSSBENCH_DEBUG"
@@ -38,7 +40,15 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def registry() -> Registry:
-    from lossbench.registry import load_registry
+@functools.cache
+def plugin_manager() -> PluginManager:
+    """The CLI process's plugin manager (plugins are discovered once per process)."""
+    from lossbench.plugin_manager import create_plugin_manager
 
-    return load_registry()
+    return create_plugin_manager()
+
+
+def registry() -> Registry:
+    from lossbench.registry import Registry
+
+    return Registry(plugin_manager())

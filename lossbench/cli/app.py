@@ -16,12 +16,13 @@ except ImportError:  # pragma: no cover - older Typer on top of Click
     from click import exceptions as _click_exc
 
 from lossbench import __version__
-from lossbench.cli import check, data, evaluate, listing, plugins, show
+from lossbench.cli import check, evaluate, listing, plugin_status, show
 from lossbench.cli import compare as compare_cmd
 from lossbench.cli import matrix as matrix_cmd
 from lossbench.cli import run as run_cmd
 from lossbench.cli import ui as ui_cmd
 from lossbench.cli._common import debug, fail
+from lossbench.cli.plugin_commands import PluginAwareGroup, add_plugin_commands, make_groups
 from lossbench.errors import LossbenchError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=PluginAwareGroup,
 )
 
 
@@ -49,20 +51,31 @@ def _root(
 
 
 app.command("list")(listing.list_components)
-app.command("plugins")(plugins.plugins)
+app.command("plugins")(plugin_status.plugins)
 app.command("show")(show.show)
 app.command("check")(check.check)
 app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(compare_cmd.compare)
-app.add_typer(data.data, name="data")
+_groups = make_groups(app)
 app.command("run")(run_cmd.run)
 app.command("matrix")(matrix_cmd.matrix)
 app.command("ui")(ui_cmd.ui)
 
 
+_plugins_added = False
+
+
+def _add_plugin_commands_once() -> None:
+    global _plugins_added
+    if not _plugins_added:
+        _plugins_added = True
+        add_plugin_commands(app, _groups)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
+        _add_plugin_commands_once()
         code = app(args=argv, prog_name="lossbench", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code

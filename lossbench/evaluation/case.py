@@ -89,6 +89,7 @@ from lossbench.evaluation.geometry import dmax_mm
 from lossbench.evaluation.strata import lesion_size_class
 
 __all__ = [
+    "label_biomarkers",
     "CASE_COLUMNS",
     "CRITERIA",
     "LESION_COLUMNS",
@@ -337,6 +338,16 @@ def _biomarkers(m: _Mask, spacing: tuple[float, float, float], voxel_ml: float) 
         "lesion_count": m.n,
         "dmax_cm": dmax_mm(idx, spacing, fortran_sorted=True) / 10.0,
     }
+
+
+def label_biomarkers(mask: np.ndarray, pet: np.ndarray, spacing: Sequence[float], *,
+                     connectivity: int = 18) -> dict[str, float]:
+    """The six patient-level measures of one mask (the stratification variables, PAPER.md §6.3):
+    SUVmax, SUVmean, TMTV (mL), TLA (SUV·mL), lesion count (``connectivity``-connected components)
+    and Dmax (cm), as :func:`evaluate_case` reports them for the ground truth."""
+    sp = tuple(float(v) for v in spacing)
+    fg = np.asfortranarray(np.asarray(mask) > 0)
+    return _biomarkers(_label(fg, np.asarray(pet), connectivity), sp, float(np.prod(sp)) / 1000.0)
 
 
 # ------------------------------------------------------------------------------------------ evaluate

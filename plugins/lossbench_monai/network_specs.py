@@ -1,13 +1,13 @@
 """The study's networks as registry components (declarations only: no torch, no monai).
 
 Defaults are the configurations of the reference code (PAPER.md §3); every knob is a
-parameter, so a CPU run can pick a small network (e.g. attunet with ``channels=8,16,32``
-and ``strides=2,2``, total stride 4).
+parameter. Each network carries its own small ``cpu`` preset (used by ``--preset cpu``), so the
+central presets know no network.
 
 The factories and validators live in :mod:`lossbench_monai.networks` and are imported only
 when a network is built or checked. Each factory is called as
 ``factory(in_channels=2, out_channels=2, spatial_dims=3, **params)``; each validator as
-``validator(params, patch_size=(x, y, z), spatial_dims=3)`` before any training starts.
+``validator(params, patch=(x, y, z), spatial_dims=3)`` before any training starts.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ ATTUNET = Component(
     summary="Attention U-Net (MONAI AttentionUnet), the study's main network.",
     factory=f"{_MOD}:build_attunet",
     validator=f"{_MOD}:check_attunet",
+    presets={"cpu": {"channels": (8, 16, 32, 64), "strides": (2, 2, 2)}},
     params=(
         _channels,
         _strides,
@@ -59,6 +60,7 @@ SEGRESNET = Component(
     summary="SegResNet (MONAI), residual encoder-decoder from the BraTS 2018 winner.",
     factory=f"{_MOD}:build_segresnet",
     validator=f"{_MOD}:check_segresnet",
+    presets={"cpu": {"init_filters": 8, "blocks_down": (1, 1, 2), "blocks_up": (1, 1)}},
     params=(
         Param("init_filters", int, 16, "Channels of the first level; doubled at each down level."),
         Param("blocks_down", tuple, (1, 2, 2, 4), "Residual blocks per encoder level.", item=int),
@@ -85,6 +87,7 @@ UNET = Component(
     summary="Residual U-Net (MONAI UNet) with batch norm.",
     factory=f"{_MOD}:build_unet",
     validator=f"{_MOD}:check_unet",
+    presets={"cpu": {"channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 1}},
     params=(
         _channels,
         _strides,
@@ -112,6 +115,8 @@ UNETR = Component(
     summary="UNETR (MONAI): ViT encoder with a convolutional decoder; fixed input size.",
     factory=f"{_MOD}:build_unetr",
     validator=f"{_MOD}:check_unetr",
+    # img_size must equal the patch (check_unetr says so): the cpu preset's patch is 48.
+    presets={"cpu": {"img_size": 48, "feature_size": 8, "hidden_size": 96, "mlp_dim": 192, "num_heads": 4}},
     params=(
         Param("img_size", int, 128, "Cubic input size the ViT is built for; the patch must equal it."),
         Param("feature_size", int, 16, "Decoder feature size."),

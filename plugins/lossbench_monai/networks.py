@@ -2,7 +2,7 @@
 
 Factories are called as ``build_x(in_channels=2, out_channels=2, spatial_dims=3, **params)``
 and return a MONAI ``torch.nn.Module`` mapping ``[B, in, *patch]`` to ``[B, out, *patch]``.
-Validators are called as ``check_x(params, patch_size=(x, y, z), spatial_dims=3)`` before any
+Validators are called as ``check_x(params, patch=(x, y, z), spatial_dims=3)`` before any
 training and raise :class:`lossbench.errors.LossbenchError` with a message that says what to
 change. They do not import torch or monai, so the checks themselves are cheap.
 
@@ -11,7 +11,7 @@ Example::
     >>> from lossbench_monai.networks import build_attunet, check_attunet
     >>> params = {"channels": (4, 8, 16), "strides": (2, 2), "kernel_size": 3,
     ...           "up_kernel_size": 3, "dropout": 0.0}
-    >>> check_attunet(params, patch_size=(32, 32, 32), spatial_dims=3)
+    >>> check_attunet(params, patch=(32, 32, 32), spatial_dims=3)
     >>> net = build_attunet(in_channels=2, out_channels=2, spatial_dims=3, **params)
 """
 
@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lossbench.components import parse_numbers
 from lossbench.errors import LossbenchError
 
 #: MONAI's UNETR cuts the input into cubes of this many voxels per side.
@@ -29,17 +30,10 @@ UNETR_VIT_PATCH = 16
 
 
 # -- validation helpers ---------------------------------------------------------------------
-def _patch(name: str, patch_size: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...] | None:
-    if patch_size is None:
+def _patch(name: str, patch: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...] | None:
+    if patch is None:
         return None
-    patch = (int(patch_size),) * spatial_dims if isinstance(patch_size, int) else tuple(int(p) for p in patch_size)
-    if len(patch) != spatial_dims:
-        raise LossbenchError(
-            f"{name}: patch {_fmt(patch)} has {len(patch)} dimensions but the network is {spatial_dims}-D"
-        )
-    if any(p <= 0 for p in patch):
-        raise LossbenchError(f"{name}: patch {_fmt(patch)} must be positive in every dimension")
-    return patch
+    return parse_numbers(patch, int, what=f"{name}: patch", count=(1, spatial_dims), broadcast=spatial_dims)
 
 
 def _fmt(patch: Sequence[int]) -> str:
@@ -97,13 +91,13 @@ def _check_levels(name: str, params: Mapping[str, Any]) -> int:
 
 
 # -- Attention U-Net ------------------------------------------------------------------------
-def check_attunet(params: Mapping[str, Any], *, patch_size: Any = None, spatial_dims: int = 3, **context: Any) -> None:
+def check_attunet(params: Mapping[str, Any], *, patch: Any = None, spatial_dims: int = 3, **context: Any) -> None:
     """Channels/strides lengths, odd kernels, a patch divisible by the product of the strides, and
     (MONAI's AttentionUnet uses batch norm) no 1-voxel bottleneck at batch 1."""
     total = _check_levels("attunet", params)
     _check_kernels("attunet", params, ("kernel_size", "up_kernel_size"))
     _check_dropout("attunet", "dropout", params.get("dropout"))
-    patch = _patch("attunet", patch_size, spatial_dims)
+    patch = _patch("attunet", patch, spatial_dims)
     _check_divisible("attunet", patch, total, f"strides {_csv(params['strides'])}", "strides")
     _check_batchnorm_bottleneck("attunet", patch, total, context.get("batch_size"))
 
@@ -124,7 +118,7 @@ def build_attunet(
 
 # -- SegResNet ------------------------------------------------------------------------------
 def check_segresnet(
-    params: Mapping[str, Any], *, patch_size: Any = None, spatial_dims: int = 3, **context: Any
+    params: Mapping[str, Any], *, patch: Any = None, spatial_dims: int = 3, **context: Any
 ) -> None:
     """blocks_up one shorter than blocks_down, GroupNorm groups dividing init_filters, patch % 2**(levels-1)."""
     down, up = tuple(params["blocks_down"]), tuple(params["blocks_up"])
@@ -143,7 +137,7 @@ def check_segresnet(
             f"segresnet: init_filters={init} must be a positive multiple of num_groups={groups} (GroupNorm)"
         )
     _check_dropout("segresnet", "dropout_prob", params.get("dropout_prob"))
-    patch = _patch("segresnet", patch_size, spatial_dims)
+    patch = _patch("segresnet", patch, spatial_dims)
     total = 2 ** (len(down) - 1)
     _check_divisible("segresnet", patch, total, f"2**(len(blocks_down)-1) with blocks_down={_csv(down)}",
                      "blocks_down")
@@ -169,14 +163,14 @@ def build_segresnet(
 
 
 # -- U-Net ----------------------------------------------------------------------------------
-def check_unet(params: Mapping[str, Any], *, patch_size: Any = None, spatial_dims: int = 3, **context: Any) -> None:
+def check_unet(params: Mapping[str, Any], *, patch: Any = None, spatial_dims: int = 3, **context: Any) -> None:
     """As attunet; with batch norm and ``batch_size=1`` in the context, a bottleneck of one voxel is refused."""
     total = _check_levels("unet", params)
     _check_kernels("unet", params, ("kernel_size", "up_kernel_size"))
     _check_dropout("unet", "dropout", params.get("dropout"))
     if params.get("num_res_units", 0) < 0:
         raise LossbenchError(f"unet: num_res_units={params['num_res_units']} must be 0 or more")
-    patch = _patch("unet", patch_size, spatial_dims)
+    patch = _patch("unet", patch, spatial_dims)
     _check_divisible("unet", patch, total, f"strides {_csv(params['strides'])}", "strides")
     if params.get("norm") == "batch":
         _check_batchnorm_bottleneck("unet", patch, total, context.get("batch_size"), "or norm=instance")
@@ -213,7 +207,7 @@ def build_unet(
 
 
 # -- UNETR ----------------------------------------------------------------------------------
-def check_unetr(params: Mapping[str, Any], *, patch_size: Any = None, spatial_dims: int = 3, **context: Any) -> None:
+def check_unetr(params: Mapping[str, Any], *, patch: Any = None, spatial_dims: int = 3, **context: Any) -> None:
     """img_size a multiple of 16, hidden_size divisible by num_heads, and patch == img_size."""
     if importlib.util.find_spec("einops") is None:
         raise LossbenchError("unetr: MONAI's UNETR needs the einops package; install it (pip install einops)")
@@ -228,7 +222,7 @@ def check_unetr(params: Mapping[str, Any], *, patch_size: Any = None, spatial_di
     if params["feature_size"] < 1 or params["mlp_dim"] < 1:
         raise LossbenchError("unetr: feature_size and mlp_dim must be positive")
     _check_dropout("unetr", "dropout_rate", params.get("dropout_rate"))
-    patch = _patch("unetr", patch_size, spatial_dims)
+    patch = _patch("unetr", patch, spatial_dims)
     if patch is not None and any(p != img for p in patch):
         raise LossbenchError(
             f"unetr: the network is built for img_size {img}, so the patch must be {_fmt((img,) * len(patch))} "

@@ -55,3 +55,10 @@ PSMA = Component(
 @lossbench.hookimpl
 def register_datasets(register):
     register(PSMA)
+
+
+@lossbench.hookimpl
+def register_commands(cli):
+    from lossbench_psma.commands import synth
+
+    cli.group("data").command("synth")(synth)

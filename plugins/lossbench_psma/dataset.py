@@ -27,9 +27,11 @@ from lossbench.datasets import (
     Case,
     DatasetError,
     DatasetWarning,
-    SegmentationDataset,
+    PetCtDataset,
 )
+from lossbench.components import parse_numbers
 from lossbench.errors import LossbenchError
+from lossbench.fsio import atomic_write
 
 LAYOUTS = ("auto", "nnunet", "autopet")
 LABEL_GEOMETRY = ("strict", "resample")
@@ -93,9 +95,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data))
     except OSError:
         pass  # only a speed-up: a read-only cache folder means validating again next time
 
@@ -397,7 +397,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class PsmaDataset(SegmentationDataset):
+class PsmaDataset(PetCtDataset):
     """PSMA PET/CT in the nnU-Net raw or the autoPET layout (see the component's description)."""
 
     name = "psma"
@@ -530,7 +530,7 @@ class PsmaDataset(SegmentationDataset):
         )
 
         _check_stage(stage)
-        spacing = _triple(spacing, "spacing", float)
+        spacing = parse_numbers(spacing, float, what="spacing")
         keys = [CT_KEY, PET_KEY, LABEL_KEY]
         missing_ok = stage == "infer"  # inference may run on studies without a label
         steps = [
@@ -555,7 +555,7 @@ class PsmaDataset(SegmentationDataset):
         self,
         stage: str,
         *,
-        patch_size: Sequence[int],
+        patch: Sequence[int] | None = None,
         pos_neg: tuple[float, float] = (4.0, 1.0),
         num_samples: int = 1,
         affine_prob: float = 0.5,
@@ -574,7 +574,9 @@ class PsmaDataset(SegmentationDataset):
         _check_stage(stage)
         if stage != "train":
             return []
-        patch = _triple(patch_size, "patch_size", int)
+        if patch is None:
+            raise LossbenchError("the train transforms need a patch size (patch=96 or patch=(96, 96, 64))")
+        patch = parse_numbers(patch, int, what="patch")  # a tuple from RunConfig passes through unchanged
         pos, neg = (float(v) for v in pos_neg)
         if pos < 0 or neg < 0 or pos + neg <= 0:
             raise LossbenchError(f"pos_neg={pos_neg}: both must be >= 0 and not both 0 (the paper uses 4,1)")
@@ -603,7 +605,7 @@ class PsmaDataset(SegmentationDataset):
         self,
         stage: str,
         *,
-        patch_size: Sequence[int],
+        patch: Sequence[int] | None = None,
         spacing: Sequence[float] = (2.0, 2.0, 2.0),
         pos_neg: tuple[float, float] = (4.0, 1.0),
         num_samples: int = 1,
@@ -612,7 +614,7 @@ class PsmaDataset(SegmentationDataset):
         from monai.transforms import Compose
 
         steps = self.deterministic_transforms(stage, spacing=spacing)
-        steps += self.random_transforms(stage, patch_size=patch_size, pos_neg=pos_neg, num_samples=num_samples,
+        steps += self.random_transforms(stage, patch=patch, pos_neg=pos_neg, num_samples=num_samples,
                                         affine_prob=affine_prob)
         return Compose(steps)
 
@@ -620,10 +622,3 @@ class PsmaDataset(SegmentationDataset):
 def _check_stage(stage: str) -> None:
     if stage not in STAGES:
         raise LossbenchError(f"unknown transform stage {stage!r}; use one of {', '.join(STAGES)}")
-
-
-def _triple(value: Any, what: str, kind: type) -> tuple:
-    values = (value,) * 3 if isinstance(value, (int, float)) else tuple(value)
-    if len(values) != 3 or any(kind(v) <= 0 for v in values):
-        raise LossbenchError(f"{what}={value!r} must be one positive number or three")
-    return tuple(kind(v) for v in values)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from lossbench_psma.dataset import PsmaDataset, holdout_patients
 
-from lossbench.datasets import Case, DatasetError, DatasetWarning, SegmentationDataset, SplitPlan, make_split_plan
+from lossbench.datasets import Case, DatasetError, DatasetWarning, PetCtDataset, SplitPlan, make_split_plan
 from lossbench.errors import LossbenchError
 from lossbench.registry import load_registry
 
@@ -35,7 +35,7 @@ def test_registered_component_builds_a_dataset(nnunet_root):
     assert component.plugin == "psma"
     assert {"data", "layout", "n_folds", "split_scheme", "split_seed", "test_fraction"} <= set(component.defaults())
     ds = component.build({"data": str(nnunet_root), "n_folds": "3"})
-    assert isinstance(ds, SegmentationDataset)
+    assert isinstance(ds, PetCtDataset)
     assert ds.split_plan().n_folds == 3
     with pytest.raises(LossbenchError, match="does not exist"):
         component.check({"data": str(nnunet_root / "nowhere")})
@@ -179,7 +179,7 @@ def test_label_off_the_pet_grid_can_be_resampled_with_a_note(nnunet_root, one_to
     with pytest.warns(DatasetWarning, match="PSMA-004.*resampled nearest-neighbour"):
         ds.validate()
     assert any("PSMA-004" in note for note in ds.notes)
-    tf = ds.transforms("val", patch_size=PATCH)
+    tf = ds.transforms("val", patch=PATCH)
     item = tf(ds.data_dicts(ds.cases_by_id(["PSMA-004"]))[0])
     assert item["label"].shape[1:] == item["image"].shape[1:]
     assert item["label"].sum() > 0
@@ -269,7 +269,7 @@ def test_splits_are_deterministic_and_seeded():
     s3 = make_split_plan(cases, scheme="shuffled", seed=2)
     assert s3.folds != s1.folds and s1.folds != a.folds
     assert s1.test == a.test  # the held-out test set does not depend on the fold scheme
-    assert sorted(s1.train_pool) == sorted(a.train_pool)
+    assert sorted(c for fold in s1.folds for c in fold) == sorted(c for fold in a.folds for c in fold)  # same pool
     # the seed plays no part in contiguous splits, so it does not change the hash
     assert make_split_plan(cases, seed=7).sha256 == a.sha256
 
@@ -349,19 +349,19 @@ def _is_random(t) -> bool:
 def test_deterministic_prefix_is_cacheable(nnunet_root, one_torch_thread):
     ds = psma(nnunet_root)
     det = ds.deterministic_transforms("train")
-    rand = ds.random_transforms("train", patch_size=PATCH)
+    rand = ds.random_transforms("train", patch=PATCH)
     assert not any(_is_random(t) for t in det) and _is_random(rand[0])
-    composed = ds.transforms("train", patch_size=PATCH).transforms
+    composed = ds.transforms("train", patch=PATCH).transforms
     first_random = next(i for i, t in enumerate(composed) if _is_random(t))
     assert first_random == len(det) and len(composed) == len(det) + len(rand)
     for stage in ("val", "infer"):
-        assert not any(_is_random(t) for t in ds.transforms(stage, patch_size=PATCH).transforms)
+        assert not any(_is_random(t) for t in ds.transforms(stage, patch=PATCH).transforms)
     # picklable, for DataLoader workers started with "spawn"
-    restored = pickle.loads(pickle.dumps(ds.transforms("val", patch_size=PATCH)))
+    restored = pickle.loads(pickle.dumps(ds.transforms("val", patch=PATCH)))
     item = restored(ds.data_dicts(ds.cases()[:1])[0])
     assert item["image"].shape[0] == 2
     with pytest.raises(LossbenchError, match="unknown transform stage"):
-        ds.transforms("test", patch_size=PATCH)
+        ds.transforms("test", patch=PATCH)
 
 
 def test_first_training_batch(nnunet_root, one_torch_thread):
@@ -369,7 +369,7 @@ def test_first_training_batch(nnunet_root, one_torch_thread):
     from monai.data import CacheDataset, DataLoader
 
     ds = psma(nnunet_root)
-    tf = ds.transforms("train", patch_size=(PATCH, PATCH, PATCH))
+    tf = ds.transforms("train", patch=(PATCH, PATCH, PATCH))
     cached = CacheDataset(ds.data_dicts(ds.cases("train")[:3]), tf, cache_rate=1.0, num_workers=0, progress=False)
     batch = next(iter(DataLoader(cached, batch_size=2, shuffle=False, num_workers=0)))
     image, label = batch["image"], batch["label"]
@@ -390,7 +390,7 @@ def test_positive_crop_ratio(nnunet_root, pos_neg, expected, one_torch_thread):
 
     ds = psma(nnunet_root)
     det = Compose(ds.deterministic_transforms("train"))(ds.data_dicts(ds.cases_by_id(["PSMA-000"]))[0])
-    rand = Compose(ds.random_transforms("train", patch_size=PATCH, pos_neg=pos_neg, affine_prob=0.0))
+    rand = Compose(ds.random_transforms("train", patch=PATCH, pos_neg=pos_neg, affine_prob=0.0))
     rand.set_random_state(seed=0)
     draws = 300
     centred = sum(int(rand(dict(det))[0]["label"][0, PATCH // 2, PATCH // 2, PATCH // 2]) for _ in range(draws))
@@ -401,7 +401,7 @@ def test_validation_item_is_the_whole_volume_at_2mm_ras(nnunet_root, one_torch_t
     import torch
 
     ds = psma(nnunet_root)
-    item = ds.transforms("val", patch_size=PATCH)(ds.data_dicts(ds.cases("train")[:1])[0])
+    item = ds.transforms("val", patch=PATCH)(ds.data_dicts(ds.cases("train")[:1])[0])
     assert item["image"].shape[0] == 2 and item["label"].shape[0] == 1
     assert item["image"].shape[1:] == item["label"].shape[1:]
     assert item["label"].dtype == torch.uint8
@@ -435,7 +435,7 @@ def test_ct_on_another_grid_is_resampled_to_pet(cohorts, one_torch_thread, phant
     assert float(ct[0, 0, 0, 0]) == -1024.0  # outside the CT's field of view: air
     inside = np.asarray(ct[0, 12:36, 12:36, 12:36])
     assert np.allclose(inside, study.ct[12:36, 12:36, 12:36], atol=1.0)
-    full = ds.transforms("val", patch_size=PATCH)(ds.data_dicts(ds.cases_by_id(["PSMA-000"]))[0])
+    full = ds.transforms("val", patch=PATCH)(ds.data_dicts(ds.cases_by_id(["PSMA-000"]))[0])
     assert full["image"].shape[1:] == full["label"].shape[1:]
 
 
@@ -451,7 +451,7 @@ def test_prediction_inverts_to_the_original_grid(cohorts, spacing, flip, min_dic
     root = cohorts.nnunet(n_train=5, n_test=1, shape=shape, spacing=spacing, flip=flip, radius=7.0)
     ds = psma(root)
     (case,) = ds.cases("test")
-    tf = ds.transforms("infer", patch_size=PATCH)
+    tf = ds.transforms("infer", patch=PATCH)
     item = tf(ds.data_dicts([case])[0])
     assert np.allclose(np.diag(np.asarray(item["image"].affine))[:3], 2.0)
     onehot = torch.nn.functional.one_hot(item["label"][0].long(), 2).permute(3, 0, 1, 2).float()
@@ -477,7 +477,7 @@ def test_inference_without_a_label_the_engine_way(cohorts, one_torch_thread):
     (root / "labelsTs").rmdir()
     ds = psma(root)
     cases = {c.id: c for c in ds.cases("test")}
-    tf = ds.transforms("infer", patch_size=PATCH)
+    tf = ds.transforms("infer", patch=PATCH)
     loader = DataLoader(CacheDataset(ds.data_dicts(cases.values()), tf, progress=False), batch_size=2)
 
     def network(x):  # "lesion" where SUV > 4
@@ -518,7 +518,7 @@ def test_synthetic_phantom_cohort_validates(tmp_path, one_torch_thread):
     assert len(ds.cases()) == 5 and ds.cases("train")
     # the phantoms go through the inference pipeline and back onto their own grid
     (case, *_) = ds.cases()
-    tf = ds.transforms("infer", patch_size=PATCH, spacing=4.0)
+    tf = ds.transforms("infer", patch=PATCH, spacing=4.0)
     item = tf(ds.data_dicts([case])[0])
     ct = item["image"][0]
     assert float(ct.min()) == 0.0 and float(ct.max()) == 1.0

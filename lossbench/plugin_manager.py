@@ -10,8 +10,10 @@ Discovery order (documented in CONTRIBUTING.md):
    ``LOSSBENCH_DISABLE_PLUGINS=a,b`` blocks the named ones. Both take entry-point names.
 4. Plugins passed explicitly (tests, embedding applications) are registered after those.
 
-A plugin that fails to import, or whose hook raises, is recorded as a :class:`PluginFailure`
-with its name and distribution; the other plugins still load.
+A plugin that fails to import, implements a hook that does not exist (pluggy's
+``check_pending``), or whose hook raises, is recorded as failed with its name and distribution;
+the other plugins still load. Blocked plugins are blocked in pluggy itself (``set_blocked``), so
+nothing can register them later by accident.
 """
 
 from __future__ import annotations
@@ -80,27 +82,31 @@ class PluginManager(pluggy.PluginManager):
         module = getattr(plugin, "__name__", type(plugin).__name__)
         try:
             self.register(plugin, name=name)
-            self.check_pending_for(name)
         except Exception as exc:  # noqa: BLE001 - a bad plugin must not stop the others
-            if self.has_plugin(name) and self.get_plugin(name) is plugin:
-                self.unregister(plugin)
             self.infos[name] = PluginInfo(name, distribution, version, module, "failed", _describe_exception(exc))
             return
         self.infos[name] = PluginInfo(name, distribution, version, module)
+        self.drop_pending()
 
-    def check_pending_for(self, name: str) -> None:
-        """Like pluggy's ``check_pending`` but for one plugin: a hook name with a typo is an error."""
-        plugin = self.get_plugin(name)
-        for hook_name in dir(self.hook):
-            if hook_name.startswith("_"):
-                continue
-            caller = getattr(self.hook, hook_name)
-            if not caller.has_spec():
-                for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin:
-                        raise pluggy.PluginValidationError(
-                            plugin, f"unknown hook {hook_name!r} (known: {', '.join(sorted(_spec_names()))})"
-                        )
+    def block(self, name: str, distribution: str, version: str, module: str, reason: str) -> None:
+        """Block a plugin by name (pluggy's ``set_blocked``) and remember why."""
+        self.set_blocked(name)
+        self.infos[name] = PluginInfo(name, distribution, version, module, "blocked", reason)
+
+    def drop_pending(self) -> None:
+        """Run pluggy's ``check_pending`` and fail (unregister) each plugin that implements a hook
+        with no specification, a misspelt hook name most often; the other plugins stay."""
+        while True:
+            try:
+                self.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.get_name(exc.plugin) or "?"
+                unknown = sorted(n for n in dir(self.hook) if not n.startswith("_")
+                                 and not getattr(self.hook, n).has_spec()
+                                 and any(i.plugin is exc.plugin for i in getattr(self.hook, n).get_hookimpls()))
+                self.mark_failed(name, f"unknown hook {', '.join(map(repr, unknown))} "
+                                       f"(known: {', '.join(sorted(_spec_names()))})")
 
     def failures(self) -> list[PluginInfo]:
         return [info for info in self.infos.values() if info.status == "failed"]
@@ -135,7 +141,7 @@ def create_plugin_manager(
             version = ep.dist.version if ep.dist else "?"
             if (only is not None and ep.name not in only) or ep.name in blocked:
                 reason = f"blocked by {ENV_BLOCK}" if ep.name in blocked else f"not in {ENV_ONLY}"
-                pm.infos[ep.name] = PluginInfo(ep.name, dist, version, ep.value, "blocked", reason)
+                pm.block(ep.name, dist, version, ep.value, reason)
                 continue
             if ep.name in pm.infos:
                 first = pm.infos[ep.name]

@@ -1,4 +1,5 @@
-"""``lossbench data synth``: write a synthetic PSMA PET/CT cohort in the nnU-Net raw layout."""
+"""``lossbench data synth`` (added by this plugin's ``register_commands``): write a synthetic
+PSMA PET/CT cohort in the nnU-Net raw layout."""
 
 from __future__ import annotations
 
@@ -7,28 +8,9 @@ from pathlib import Path
 import typer
 
 from lossbench.cli._common import console
-from lossbench.errors import ParameterError
-
-data = typer.Typer(
-    help="Datasets: generate the synthetic PSMA PET/CT phantom cohort.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-)
+from lossbench.components import parse_numbers
 
 
-def _numbers(text: str, option: str, kind: type, count: tuple[int, ...]) -> tuple:
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        values = tuple(kind(p) for p in parts)
-    except ValueError:
-        raise ParameterError(f"{option} expects {' or '.join(map(str, count))} comma-separated "
-                             f"{'integers' if kind is int else 'numbers'}, got {text!r}") from None
-    if len(values) not in count or any(v <= 0 for v in values):
-        raise ParameterError(f"{option} expects {' or '.join(map(str, count))} positive values, got {text!r}")
-    return values
-
-
-@data.command("synth")
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder to create (nnU-Net raw layout); must not exist or be empty."),
     cases: int = typer.Option(40, "--cases", min=1, help="Number of cases."),
@@ -50,10 +32,8 @@ def synth(
 
     from lossbench_psma import synth as gen
 
-    shape_t = _numbers(shape, "--shape", int, (3,)) if shape else None
-    spacing_t = _numbers(spacing, "--spacing", float, (1, 3)) if spacing else None
-    if spacing_t is not None and len(spacing_t) == 1:
-        spacing_t = spacing_t * 3
+    shape_t = parse_numbers(shape, int, what="--shape", count=(3,)) if shape else None
+    spacing_t = parse_numbers(spacing, float, what="--spacing") if spacing else None
     config = gen.config_for(shape=shape_t, spacing=spacing_t)
 
     out_console = console()
