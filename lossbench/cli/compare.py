@@ -21,6 +21,21 @@ class Seeds(str, Enum):
     each = "each"
 
 
+class Missing(str, Enum):
+    drop = "drop"
+    worst = "worst"
+
+
+class Posthoc(str, Enum):
+    nemenyi = "nemenyi"
+    conover = "conover"
+
+
+class BAScale(str, Enum):
+    linear = "linear"
+    log = "log"
+
+
 METRICS_HELP = (
     "Per-case metrics to compare, comma-separated (default: dice,f1,sensitivity,precision,fp,fn,fp_volume_ml,"
     "fn_volume_ml); any metric column of evaluation/cases.csv, e.g. f1_c1, tp or pred_tmtv_ml."
@@ -42,38 +57,60 @@ def compare(
     ),
     metrics: str = typer.Option(None, "--metrics", help=METRICS_HELP),
     baseline: str = typer.Option(
-        None, "--baseline", help="Compare every loss with this one only (e.g. l1dfl) instead of every pair."
+        None, "--baseline",
+        help="The reference of the confirmatory family: every loss is compared with it (only with it when given). "
+        "Default: l1dfl when compared, else the first loss by name (and then every other pair is exploratory).",
     ),
+    primary: str = typer.Option("dice", "--primary", help="Primary metric of the confirmatory family."),
     correction: Correction = typer.Option(
         Correction.holm, "--correction",
-        help="Multiple-comparison correction over all tests run: holm, bonferroni (the study's) or fdr_bh.",
+        help="Correction within each pre-specified family: holm, bonferroni (the study's) or fdr_bh.",
     ),
-    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise (or FDR) level; CIs are at 1 - alpha."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise (or FDR) level of each family; CIs at 1 - alpha."),
     seeds: Seeds = typer.Option(
         Seeds.mean, "--seeds",
-        help="mean: one pair per test case, each loss averaged over its runs (folds × seeds); "
-        "each: one pair per (case, fold, seed).",
+        help="Unit of the secondary per-case Wilcoxon analysis: mean: one pair per test case, each loss averaged "
+        "over its runs; each: one pair per (case, fold, seed) (pseudo-replicated). The primary test always "
+        "treats runs and cases as random.",
+    ),
+    missing: Missing = typer.Option(
+        Missing.drop, "--missing",
+        help="Missing values: drop (left out pairwise) or worst (the metric's worst value, e.g. Dice 0).",
+    ),
+    posthoc: Posthoc = typer.Option(Posthoc.nemenyi, "--posthoc", help="Post-hoc test after Friedman."),
+    ba_scale: BAScale = typer.Option(
+        BAScale.linear, "--ba-scale",
+        help="Bland–Altman scale: linear (pred − GT) or log (ln pred − ln GT, ratios; for TMTV, TLA).",
     ),
     strata: StrataScheme = typer.Option(
         StrataScheme.fixed, "--strata", help="Strata edges: a-priori 'fixed' ones or tertiles of the test cases."
     ),
     min_pairs: int = typer.Option(6, "--min-pairs", help="Fewest pairs for a test to be run (else flagged)."),
-    n_boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples of the median-difference CI (0: none)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    n_boot: int = typer.Option(
+        1000, "--bootstrap", help="Bootstrap resamples of the rank stability and the TDI CI (0: none)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstraps."),
     out: Path = typer.Option(
         None, "--out", help="Report folder (default: ./lossbench-report-EXPERIMENT); an earlier report there "
         "is replaced once the new one is complete."
     ),
 ) -> None:
-    """Compare losses on the same test cases: Wilcoxon / Friedman per network × stratum × metric,
-    corrected; effect sizes; biomarker agreement (CCC, Bland–Altman, TOST); report folder + MLflow run."""
+    """Compare losses on the same test cases: a pre-specified confirmatory family (runs and cases random),
+    strata families, Friedman ranking, exploratory rest; effect sizes with CIs; biomarker agreement
+    (CCC, Bland–Altman, TOST, TDI); report folder + MLflow run."""
     import datetime
     import traceback
 
     from lossbench import __version__
     from lossbench.cli._common import console, err_console
     from lossbench.compare.analysis import compare_cases, parse_metrics
-    from lossbench.compare.loader import load_cases, open_store, parse_run_ids, runs_frame, select_runs
+    from lossbench.compare.loader import (
+        load_cases,
+        open_store,
+        parse_run_ids,
+        runs_frame,
+        select_runs,
+    )
     from lossbench.compare.publish import finish_comparison_run, start_comparison_run
     from lossbench.compare.report import atomic_folder, check_out_folder, write_report
     from lossbench.errors import LossbenchError
@@ -87,6 +124,7 @@ def compare(
     if parent and runs:
         raise LossbenchError("give either --parent or --runs, not both")
     metric_names = parse_metrics(metrics)
+    primary_name = parse_metrics(primary)[0]
     run_ids = parse_run_ids(runs) if runs else None
     out = out if out is not None else _default_out(experiment)
     check_out_folder(out)
@@ -98,14 +136,19 @@ def compare(
         cases = load_cases(tracker, records)
     with status.status(f"comparing {len(records)} runs…"):
         comp = compare_cases(
-            cases, metric_names, runs=runs_frame(records), baseline=baseline, correction=correction.value,
-            alpha=alpha, seeds=seeds.value, strata=strata.value, min_pairs=min_pairs, n_boot=n_boot, seed=seed,
+            cases, metric_names, runs=runs_frame(records), baseline=baseline, primary=primary_name,
+            correction=correction.value, alpha=alpha, seeds=seeds.value, strata=strata.value, min_pairs=min_pairs,
+            n_boot=n_boot, seed=seed, missing=missing.value, posthoc=posthoc.value, ba_scale=ba_scale.value,
         )
     comp.notes[:0] = notes
     selection = (f"children of matrix run {parent}" if parent else "runs given with --runs" if run_ids
                  else "all finished cell runs")
-    tested = int(comp.tests["p"].notna().sum())
-    counts = {"n_tests": float(tested), "n_significant": float(comp.tests["significant"].sum()),
+    tested = int(comp.tests["p_adjusted"].notna().sum())
+    controlled = comp.tests["family"].isin(["confirmatory", "omnibus", "posthoc"])
+    counts = {"n_tests": float(tested), "n_significant": float(comp.tests.loc[controlled, "significant"].sum()),
+              "n_confirmatory_significant": float(comp.tests.loc[(comp.tests["family"] == "confirmatory")
+                                                                 & (comp.tests["analysis"] == "primary"),
+                                                                 "significant"].sum()),
               "n_flagged": float((comp.tests["flag"] != "").sum()), "n_runs": float(len(records))}
     with status.status("writing the report…"), atomic_folder(out) as tmp:
         run_id = start_comparison_run(tracker, [r.run_id for r in records], comp.options, selection=selection,
@@ -125,10 +168,11 @@ def compare(
     _print(console(), comp, out, run_id)
 
 
-def _print(out_console, comp, folder: Path, run_id: str) -> None:  # noqa: ANN001 - rich objects, lazily imported
+def _print(out_console, comp, folder: Path, run_id: str) -> None:
     from rich.table import Table
 
-    from lossbench.compare.analysis import fmt, fmt_p
+    from lossbench.compare.analysis import fmt
+    from lossbench.compare.report import headline
     from lossbench.compare.stats import ALL
 
     unit = "case" if comp.options["seeds"] == "mean" else "case × fold × seed"
@@ -150,27 +194,30 @@ def _print(out_console, comp, folder: Path, run_id: str) -> None:  # noqa: ANN00
         if len(losses) < 2:
             continue
         t = comp.tests
-        sig = t[(t["network"] == network) & (t["test"] == "wilcoxon") & t["significant"]]
+        fams = t["family"].eq("confirmatory") | t["family"].str.startswith("stratum:")
+        sig = t[(t["network"] == network) & (t["analysis"] == "primary") & fams & t["significant"]]
         if sig.empty:
-            out_console.print(f"{network}: no significant paired difference after correction", highlight=False)
+            out_console.print(f"{network}: no significant paired difference in the confirmatory or strata families",
+                              highlight=False)
             continue
-        table = Table(title=f"{network}: significant paired differences ({len(sig)}), A − B",
-                      title_justify="left")
-        for col in ("stratum", "metric", "A − B", "n", "median diff [CI]", "rank-biserial", "p adj."):
-            table.add_column(col, justify="left" if col in ("stratum", "metric", "A − B") else "right")
+        table = Table(title=f"{network}: significant paired differences ({len(sig)}), primary test, "
+                      "candidate − baseline", title_justify="left")
+        for col in ("family", "stratum", "metric", "candidate − baseline", "n", "estimate [simult. CI]", "better",
+                    "p adj."):
+            table.add_column(col, justify="right" if col in ("n", "estimate [simult. CI]", "p adj.") else "left")
         shown = sig.sort_values("p_adjusted").head(20)
         for r in shown.itertuples():
             stratum = ALL if r.stratum == ALL else f"{r.stratum} {r.level}"
-            table.add_row(stratum, r.metric, f"{r.loss_a} − {r.loss_b}", str(r.n),
-                          f"{fmt(r.median_diff)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]", fmt(r.rank_biserial),
-                          fmt_p(r.p_adjusted))
+            table.add_row(r.family, stratum, r.metric, f"{r.loss_a} − {r.loss_b}", str(r.n),
+                          f"{fmt(r.estimate)} [{fmt(r.sci_low)}, {fmt(r.sci_high)}]", r.better or "–",
+                          f"{r.p_adjusted:.3g}")
         out_console.print(table)
         if len(sig) > len(shown):
             out_console.print(f"… and {len(sig) - len(shown)} more in tests.csv", highlight=False)
     a = comp.agreement
     if not a.empty:
         table = Table(title="agreement with GT: Lin's CCC; ≡ TOST-equivalent within ±"
-                      f"{100 * comp.options['margin']:g} % of the GT mean (corrected)", title_justify="left")
+                      f"{100 * comp.options['margin']:g} % (corrected)", title_justify="left")
         table.add_column("network")
         table.add_column("loss", style="bold cyan")
         biomarkers = list(dict.fromkeys(a["biomarker"]))
@@ -181,10 +228,12 @@ def _print(out_console, comp, folder: Path, run_id: str) -> None:  # noqa: ANN00
             table.add_row(network, loss, *[f"{fmt(part.at[b, 'ccc'])}{' ≡' if part.at[b, 'equivalent'] else ''}"
                                            for b in biomarkers])
         out_console.print(table)
+    for line in headline(comp):
+        out_console.print(line, markup=False, highlight=False, soft_wrap=True)
     t = comp.tests
     out_console.print(
-        f"{int(t['p'].notna().sum())} tests run, {int(t['significant'].sum())} significant after "
-        f"{comp.options['correction']} correction, {int((t['flag'] != '').sum())} flagged as too small to test",
+        f"{int(t['p_adjusted'].notna().sum())} tests in families ({comp.options['correction']} per family), "
+        f"{int((t['flag'] != '').sum())} flagged as not testable; exploratory rows in tests.csv",
         highlight=False,
     )
     out_console.print(f"report: {folder.resolve()}\nMLflow comparison run: {run_id}", markup=False, highlight=False)

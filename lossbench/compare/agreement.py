@@ -30,7 +30,26 @@ Statistics (x = GT, y = prediction, d = y − x, n units)
   The t-tests assume roughly normal mean differences (n large or d not too skewed).
 - **CP and TDI** (Lin 2000), under normality of d with mean μ = bias and SD σ:
   CP(δ) = Φ((δ − μ)/σ) − Φ((−δ − μ)/σ), the proportion of |d| < δ, reported at δ = Δ (``cp_margin``);
-  TDI_0.90 = the δ with CP(δ) = 0.90 (solved exactly, rather than Lin's 1.645·√MSD approximation).
+  TDI_0.90 = the δ with CP(δ) = 0.90 (solved exactly, rather than Lin's 1.645·√MSD approximation),
+  with a percentile bootstrap CI over the cases (``tdi_90_ci_low``/``high``).
+- **Limits of agreement CIs** (Bland & Altman 1999): LoA ± t_{n−1} · SD · √(1/n + z²/(2(n − 1))).
+
+Scale (``lossbench compare --ba-scale``)
+-----------------------------------------
+- ``linear`` (default): d = pred − GT in the biomarker's unit.
+- ``log``: for multiplicative biomarkers (TMTV, TLA), d = ln(pred) − ln(GT): the bias and limits
+  are log ratios (the report shows exp(·), i.e. the geometric-mean ratio pred/GT and its limits);
+  the TOST margin is ±ln(1 + margin) (ratio within [1/1.2, 1.2] for 20 %), CP/TDI in log units.
+  CCC is always on the linear scale.
+
+Empty ground truth (explicit policy)
+------------------------------------
+- A (0, 0) pair — GT and prediction both empty (no lesion, none predicted) — is **left out** of every
+  agreement statistic and counted in ``n_empty_both``: it says nothing about how well a lesion's
+  biomarker is measured, and keeping it would inflate CCC and shrink the limits of agreement.
+- A pair with exactly one 0 (a missed patient, or lesions predicted in a lesion-free one) is a real
+  measurement error: kept on the linear scale; on the log scale it has no ratio and is left out,
+  counted in ``n_one_zero`` (see the detection metrics for these cases).
 """
 
 from __future__ import annotations
@@ -54,7 +73,9 @@ __all__ = [
     "ccc",
     "ccc_ci",
     "coverage_probability",
+    "loa_ci",
     "tdi",
+    "tdi_ci",
     "tost",
 ]
 
@@ -62,9 +83,10 @@ __all__ = [
 BIOMARKERS = ("suvmax", "suvmean", "tmtv_ml", "tla", "lesion_count", "dmax_cm")
 
 AGREEMENT_COLUMNS = (
-    "loss", "biomarker", "n", "gt_mean", "pred_mean", "ccc", "ccc_low", "ccc_high", "pearson_r", "ba_bias",
-    "ba_sd", "ba_loa_low", "ba_loa_high", "margin", "tost_p_lower", "tost_p_upper", "tost_p",
-    "tost_p_adjusted", "equivalent", "cp_margin", "tdi_90", "flag",
+    "loss", "biomarker", "scale", "n", "n_empty_both", "n_one_zero", "gt_mean", "pred_mean", "ccc", "ccc_low",
+    "ccc_high", "pearson_r", "ba_bias", "ba_sd", "ba_loa_low", "ba_loa_high", "loa_low_ci_low", "loa_low_ci_high",
+    "loa_high_ci_low", "loa_high_ci_high", "margin", "tost_p_lower", "tost_p_upper", "tost_p",
+    "tost_p_adjusted", "equivalent", "cp_margin", "tdi_90", "tdi_90_ci_low", "tdi_90_ci_high", "flag",
 )
 
 
@@ -170,6 +192,56 @@ def tdi(bias: float, sd: float, p: float = 0.90) -> float:
     return float(brentq(lambda delta: coverage_probability(bias, sd, delta) - p, 0.0, hi, xtol=1e-12))
 
 
+def loa_ci(sd: float, n: int, bias: float, level: float = 0.95) -> tuple[float, float, float, float]:
+    """CIs of the two limits of agreement (Bland & Altman 1999, approximate):
+    SE(LoA) = SD · √(1/n + z²/(2(n − 1))), CI = LoA ± t_{n−1} · SE.
+
+    Returns (low limit's CI low, high; high limit's CI low, high).
+    """
+    from scipy.stats import norm, t
+
+    if n < 3 or math.isnan(sd):
+        return (math.nan,) * 4
+    z = float(norm.ppf(0.975))
+    se = sd * math.sqrt(1.0 / n + z * z / (2.0 * (n - 1)))
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * se
+    low, high = bias - z * sd, bias + z * sd
+    return low - half, low + half, high - half, high + half
+
+
+def _tdi_vec(bias: np.ndarray, sd: np.ndarray, p: float = 0.90) -> np.ndarray:
+    """TDI_p for arrays of (bias, sd) by bisection (60 halvings of [0, |bias| + 10 sd])."""
+    from scipy.stats import norm
+
+    lo = np.zeros_like(bias)
+    hi = np.abs(bias) + 10 * sd
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        cp = norm.cdf((mid - bias) / sd) - norm.cdf((-mid - bias) / sd)
+        below = cp < p
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def tdi_ci(d: np.ndarray, p: float = 0.90, level: float = 0.95, n_boot: int = 1000, seed: int = 0
+           ) -> tuple[float, float]:
+    """Percentile bootstrap CI of TDI_p (normal-theory TDI of each resample of the cases)."""
+    d = np.asarray(d, dtype=np.float64)
+    n = d.size
+    if n < 3 or n_boot <= 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    samples = d[idx]
+    bias = samples.mean(axis=1)
+    sd = samples.std(axis=1, ddof=1)
+    ok = sd > 0
+    values = np.where(ok, _tdi_vec(bias, np.where(ok, sd, 1.0), p), np.abs(bias))
+    tail = (1 - level) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
 def agreement_table(
     df: pd.DataFrame,
     biomarkers: Sequence[str] = BIOMARKERS,
@@ -181,17 +253,23 @@ def agreement_table(
     alpha: float = 0.05,
     correction: str = "holm",
     min_pairs: int = MIN_PAIRS,
+    scale: str = "linear",
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Per group × loss × biomarker: CCC, Bland–Altman, TOST, CP and TDI of ``pred_<b>`` against ``gt_<b>``.
+    """Per group × loss × biomarker: CCC, Bland–Altman (with LoA CIs), TOST, CP and TDI (with CI).
 
-    Rows with fewer than ``min_pairs`` complete pairs, or a GT mean of 0 (no relative margin), are
-    flagged and not tested; the TOST p-values of the others are corrected together with
-    ``correction`` (``tost_p_adjusted``) and ``equivalent`` is ``tost_p_adjusted <= alpha``.
+    Empty-GT policy (module docstring): (0, 0) pairs are left out and counted (``n_empty_both``);
+    on the log scale pairs with a single 0 are left out too and counted (``n_one_zero``).
+    Rows with fewer than ``min_pairs`` pairs, or a linear GT mean of 0, are flagged and not tested;
+    the TOST p-values of the others are corrected together with ``correction``.
     """
     import pandas as pd
 
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
+    if scale not in ("linear", "log"):
+        raise ValueError(f"unknown Bland–Altman scale {scale!r}; use linear or log")
     by = (by,) if isinstance(by, str) else tuple(by)
     columns = [f"{who}_{b}" for b in biomarkers for who in ("gt", "pred")]
     data = aggregate(df, columns, by=by, loss_col=loss_col, unit=unit)
@@ -202,24 +280,45 @@ def agreement_table(
         head = dict(zip([*by, "loss"], key, strict=True))
         for b in biomarkers:
             x, y = _pair(group[f"gt_{b}"], group[f"pred_{b}"])
+            both = (x == 0) & (y == 0)
+            one = (x == 0) ^ (y == 0)
+            keep = ~both
+            if scale == "log":
+                keep &= ~one
+            x, y = x[keep], y[keep]
             n = int(x.size)
             gt_mean = float(x.mean()) if n else math.nan
             rc, lo, hi = ccc_ci(x, y, 1.0 - alpha)
-            ba = bland_altman(x, y)
-            delta = margin * abs(gt_mean) if n else math.nan
+            if scale == "log":
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    lx, ly = np.log(x), np.log(y)
+                ba = bland_altman(lx, ly)
+                delta = math.log1p(margin)
+                d = ly - lx
+            else:
+                ba = bland_altman(x, y)
+                delta = margin * abs(gt_mean) if n else math.nan
+                d = y - x
             pearson = float(np.corrcoef(x, y)[0, 1]) if n > 1 and np.ptp(x) > 0 and np.ptp(y) > 0 else math.nan
+            ci = loa_ci(ba["sd"], n, ba["bias"], 1.0 - alpha)
+            t_lo, t_hi = tdi_ci(d, 0.90, 1.0 - alpha, n_boot, seed) if n >= min_pairs else (math.nan, math.nan)
             row = {
-                **head, "biomarker": b, "n": n, "gt_mean": gt_mean, "pred_mean": float(y.mean()) if n else math.nan,
+                **head, "biomarker": b, "scale": scale, "n": n, "n_empty_both": int(both.sum()),
+                "n_one_zero": int(one.sum()), "gt_mean": gt_mean, "pred_mean": float(y.mean()) if n else math.nan,
                 "ccc": rc, "ccc_low": lo, "ccc_high": hi, "pearson_r": pearson, "ba_bias": ba["bias"],
-                "ba_sd": ba["sd"], "ba_loa_low": ba["loa_low"], "ba_loa_high": ba["loa_high"], "margin": delta,
+                "ba_sd": ba["sd"], "ba_loa_low": ba["loa_low"], "ba_loa_high": ba["loa_high"],
+                "loa_low_ci_low": ci[0], "loa_low_ci_high": ci[1], "loa_high_ci_low": ci[2],
+                "loa_high_ci_high": ci[3], "margin": delta,
                 "tost_p_lower": math.nan, "tost_p_upper": math.nan, "tost_p": math.nan,
                 "cp_margin": coverage_probability(ba["bias"], ba["sd"], delta), "tdi_90": tdi(ba["bias"], ba["sd"]),
-                "flag": "",
+                "tdi_90_ci_low": t_lo, "tdi_90_ci_high": t_hi, "flag": "",
             }
             if n < min_pairs:
                 row["flag"] = f"too few cases: n = {n} < {min_pairs}"
             elif not delta > 0:
                 row["flag"] = "GT mean is 0: no relative equivalence margin"
+            elif scale == "log":
+                row["tost_p"], row["tost_p_lower"], row["tost_p_upper"] = tost(lx, ly, delta)
             else:
                 row["tost_p"], row["tost_p_lower"], row["tost_p_upper"] = tost(x, y, delta)
             rows.append(row)

@@ -29,7 +29,7 @@ import numpy as np
 
 from lossbench.compare import DEFAULT_METRICS
 from lossbench.compare.agreement import BIOMARKERS, agreement_table
-from lossbench.compare.stats import MIN_PAIRS, aggregate, describe, paired_tests
+from lossbench.compare.stats import MIN_PAIRS, aggregate, describe
 from lossbench.errors import LossbenchError
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ __all__ = [
     "Comparison",
     "available_metrics",
     "compare_cases",
+    "default_baseline",
     "parse_metrics",
 ]
 
@@ -60,7 +61,8 @@ def available_metrics() -> list[str]:
     """Per-case columns that can be compared between losses (GT columns are the same for every loss)."""
     from lossbench.evaluation.case import CASE_COLUMNS
 
-    return [c for c in CASE_COLUMNS if c not in _NOT_METRICS and not c.startswith("gt_")]
+    names = [c for c in CASE_COLUMNS if c not in _NOT_METRICS and not c.startswith("gt_")]
+    return names + [f"abserr_{b}" for b in BIOMARKERS]  # |pred − GT|, computed by compare_cases
 
 
 def parse_metrics(text: str | Sequence[str] | None) -> list[str]:
@@ -94,6 +96,8 @@ class Comparison:
     level_order: dict[str, dict[Any, float]]  # stratum column -> level -> sort key
     options: dict[str, Any]
     notes: list[str]
+    rankings: list[Any] = dataclasses.field(default_factory=list)  # families.Ranking per network
+    single_run: list[str] = dataclasses.field(default_factory=list)  # networks with one run per loss
 
     @property
     def unit(self) -> tuple[str, ...]:
@@ -138,37 +142,95 @@ def _level_order(cases: pd.DataFrame) -> dict[str, dict[Any, float]]:
     return order
 
 
+def default_baseline(losses: Sequence[str]) -> str:
+    """The baseline when ``--baseline`` is not given: ``l1dfl`` when compared, else the first loss (by name)."""
+    names = sorted(losses)
+    return "l1dfl" if "l1dfl" in names else names[0]
+
+
+def _apply_missing(cases: pd.DataFrame, metrics: Sequence[str], policy: str, notes: list[str]) -> pd.DataFrame:
+    """``drop``: NaN values stay missing (left out pairwise). ``worst``: every missing value — NaN in a
+    table, or a case absent from one run's table — becomes the metric's worst value in its network."""
+    import pandas as pd
+
+    from lossbench.compare.families import worst_value
+
+    counts = {m: int(cases[m].isna().sum()) for m in metrics}
+    if policy == "drop":
+        shown = ", ".join(f"{m} {n}" for m, n in counts.items() if n)
+        if shown:
+            notes.append(f"--missing drop: missing values left out pairwise ({shown} of {len(cases)} run × case rows)")
+        return cases
+    parts = []
+    filled = dict.fromkeys(metrics, 0)
+    for _, group in cases.groupby("network", sort=True):
+        runs = group[["run_id", "loss", "network", "fold", "seed"]].drop_duplicates("run_id")
+        ids = pd.DataFrame({"case_id": sorted(group["case_id"].unique())})
+        grid = runs.merge(ids, how="cross")
+        full = grid.merge(group.drop(columns=["loss", "network", "fold", "seed"]), on=["run_id", "case_id"],
+                          how="left")
+        per_case = group.drop_duplicates("case_id").set_index("case_id")
+        for col in full.columns:  # case-level columns (GT, strata) of the added rows
+            if col.startswith(("gt_", "stratum_")) and full[col].isna().any():
+                full[col] = full[col].fillna(full["case_id"].map(per_case[col]))
+        for m in metrics:
+            values = pd.to_numeric(full[m], errors="coerce").astype(np.float64)
+            filled[m] += int(values.isna().sum())
+            full[m] = values.fillna(worst_value(m, values.to_numpy()))
+        parts.append(full)
+    shown = ", ".join(f"{m} {n}" for m, n in filled.items() if n)
+    notes.append("--missing worst: every missing value set to the metric's worst value in its network "
+                 "(0 for Dice, F1, sensitivity, precision; the largest observed FP/FN count or volume)"
+                 + (f": {shown} run × case values" if shown else ": none was missing"))
+    return pd.concat(parts, ignore_index=True)
+
+
 def compare_cases(
     cases: pd.DataFrame,
     metrics: Sequence[str] = DEFAULT_METRICS,
     *,
     runs: pd.DataFrame | None = None,
     baseline: str | None = None,
+    primary: str = "dice",
     correction: str = "holm",
     alpha: float = 0.05,
     seeds: str = "mean",
     strata: str = "fixed",
     min_pairs: int = MIN_PAIRS,
-    n_boot: int = 2000,
+    n_boot: int = 1000,
     seed: int = 0,
     margin: float = 0.20,
+    missing: str = "drop",
+    posthoc: str = "nemenyi",
+    ba_scale: str = "linear",
 ) -> Comparison:
     """Compare the losses of ``cases`` (rows: run × test case, columns loss, network, fold, seed, ...)."""
     import pandas as pd
 
+    from lossbench.compare.families import build_tests
     from lossbench.evaluation.strata import STRATA as SOURCES
 
     metrics = list(metrics)
+    if primary not in metrics:
+        metrics.insert(0, primary)
     if seeds not in ("mean", "each"):
         raise LossbenchError(f"--seeds must be 'mean' or 'each', got {seeds!r}")
+    if missing not in ("drop", "worst"):
+        raise LossbenchError(f"--missing must be 'drop' or 'worst', got {missing!r}")
+    if posthoc not in ("nemenyi", "conover"):
+        raise LossbenchError(f"--posthoc must be 'nemenyi' or 'conover', got {posthoc!r}")
+    if ba_scale not in ("linear", "log"):
+        raise LossbenchError(f"--ba-scale must be 'linear' or 'log', got {ba_scale!r}")
     if not 0.0 < alpha < 1.0:
         raise LossbenchError(f"--alpha must be in (0, 1), got {alpha}")
     if min_pairs < 1:
         raise LossbenchError(f"--min-pairs must be at least 1, got {min_pairs}")
-    needed = ["case_id", "loss", "network", "fold", "seed", "run_id", *metrics, *SOURCES.values()]
-    missing = [c for c in needed if c not in cases.columns]
-    if missing:
-        raise LossbenchError(f"the per-case tables lack column(s) {', '.join(missing)}")
+    needed = ["case_id", "loss", "network", "fold", "seed", "run_id", *SOURCES.values(),
+              *(m for m in metrics if not m.startswith("abserr_")),
+              *(f"{w}_{m[len('abserr_'):]}" for m in metrics if m.startswith("abserr_") for w in ("gt", "pred"))]
+    missing_cols = [c for c in needed if c not in cases.columns]
+    if missing_cols:
+        raise LossbenchError(f"the per-case tables lack column(s) {', '.join(missing_cols)}")
     if cases.empty:
         raise LossbenchError("the per-case tables of the selected runs are empty")
     notes: list[str] = []
@@ -181,6 +243,10 @@ def compare_cases(
     _check_ground_truth(cases, [c for c in cases.columns if c.startswith("gt_")])
     cases = _restratify(cases, strata)
     level_order = _level_order(cases)
+    abserr = [f"abserr_{b}" for b in biomarkers if f"abserr_{b}" not in metrics]
+    for b in biomarkers:  # the paired comparison of absolute biomarker error between losses
+        cases[f"abserr_{b}"] = (pd.to_numeric(cases[f"pred_{b}"], errors="coerce")
+                                - pd.to_numeric(cases[f"gt_{b}"], errors="coerce")).abs()
 
     all_losses = sorted(cases["loss"].unique())
     if len(all_losses) < 2:
@@ -189,8 +255,11 @@ def compare_cases(
         )
     if baseline is not None and baseline not in all_losses:
         raise LossbenchError(f"--baseline {baseline!r} is not among the losses compared: {', '.join(all_losses)}")
+    explicit = baseline is not None
+    baseline = baseline if explicit else default_baseline(all_losses)
 
     losses: dict[str, list[str]] = {}
+    single_run: list[str] = []
     for network, group in cases.groupby("network", sort=True):
         names = sorted(group["loss"].unique())
         if baseline in names:
@@ -200,13 +269,16 @@ def compare_cases(
         if len(names) < 2:
             notes.append(f"network {network}: only loss {names[0]}; left out of the tests")
             continue
-        if baseline is not None and baseline not in names:
-            notes.append(f"network {network}: no run of the baseline {baseline}; only the Friedman test is run")
+        if baseline not in names:
+            notes.append(f"network {network}: no run of the baseline {baseline}; no confirmatory test there, "
+                         "its pairs are exploratory")
         per_loss = group.groupby("loss")["run_id"].nunique()
         if per_loss.nunique() > 1:
             counts = ", ".join(f"{loss} {n}" for loss, n in per_loss.items())
             notes.append(f"network {network}: losses have different numbers of runs ({counts})"
                          + ("; per-case values are means over unequal numbers of runs" if seeds == "mean" else ""))
+        if (per_loss == 1).all():
+            single_run.append(str(network))
         case_sets = group.groupby("loss")["case_id"].apply(frozenset)
         every = frozenset.intersection(*case_sets)
         for loss, ids in case_sets.items():
@@ -217,31 +289,39 @@ def compare_cases(
     if not testable:
         raise LossbenchError("no network has runs of two losses: nothing to compare (each network: "
                              + "; ".join(f"{n}: {', '.join(v)}" for n, v in losses.items()) + ")")
+    for network in single_run:
+        notes.append(f"network {network}: one training run per loss, so training (seed-to-seed) variance cannot "
+                     "be assessed: the primary test treats only the cases as random, and its verdicts hold for "
+                     "these particular runs, not for the losses in general")
     if seeds == "each":
-        notes.append("--seeds each: every (case, fold, seed) is its own pair; pairs of one case are not "
-                     "independent, so p-values are optimistic")
+        notes.append("--seeds each: the secondary Wilcoxon analysis pairs every (case, fold, seed); pairs of one "
+                     "case are not independent (pseudo-replication), so its p-values are optimistic")
+    cases = _apply_missing(cases, [*metrics, *abserr], missing, notes)
 
     unit = ("case_id",) if seeds == "mean" else ("case_id", "fold", "seed")
     test_cases = cases[cases["network"].isin(testable)]
     strata_cols = dict(STRATA)
-    tests = paired_tests(
-        test_cases, metrics, by=("network",), strata=strata_cols, unit=unit, baseline=baseline, alpha=alpha,
-        correction=correction, min_pairs=min_pairs, n_boot=n_boot, seed=seed, level_order=level_order,
+    tests, rankings = build_tests(
+        test_cases, metrics, primary=primary, baseline=baseline, explicit_baseline=explicit, strata=strata_cols,
+        level_order=level_order, all_only=abserr, seeds=seeds, alpha=alpha, correction=correction,
+        min_pairs=min_pairs, posthoc=posthoc, n_boot=n_boot, seed=seed,
     )
     units = aggregate(cases, metrics, by=("network",), unit=unit, carry=strata_cols.values())
     summary = describe(units, metrics, by=("network",), strata=strata_cols, level_order=level_order)
     agreement = agreement_table(cases, biomarkers, by=("network",), unit=unit, margin=margin, alpha=alpha,
-                                correction=correction, min_pairs=min_pairs) if biomarkers else pd.DataFrame()
+                                correction=correction, min_pairs=min_pairs, scale=ba_scale, n_boot=n_boot,
+                                seed=seed) if biomarkers else pd.DataFrame()
     if runs is None:
         runs = cases[["run_id", "loss", "network", "fold", "seed"]].drop_duplicates().reset_index(drop=True)
     options = {
-        "metrics": metrics, "baseline": baseline, "correction": correction, "alpha": alpha, "seeds": seeds,
-        "strata": strata, "min_pairs": min_pairs, "n_boot": n_boot, "seed": seed, "margin": margin,
-        "unit": list(unit),
+        "metrics": metrics, "primary": primary, "baseline": baseline, "baseline_given": explicit,
+        "correction": correction, "alpha": alpha, "seeds": seeds, "strata": strata, "min_pairs": min_pairs,
+        "n_boot": n_boot, "seed": seed, "margin": margin, "missing": missing, "posthoc": posthoc,
+        "ba_scale": ba_scale, "unit": list(unit),
     }
     return Comparison(
         tests=tests, summary=summary, agreement=agreement, units=units, runs=runs, metrics=metrics, losses=losses,
-        level_order=level_order, options=options, notes=notes,
+        level_order=level_order, options=options, notes=notes, rankings=rankings, single_run=single_run,
     )
 
 

@@ -94,15 +94,20 @@ def test_compare_reads_mlflow_writes_the_report_and_logs_a_comparison_run(store,
     out = tmp_path / "rep"
 
     tests = pd.read_csv(out / "tests.csv", keep_default_na=False, na_values=[""])
-    assert set(tests["network"]) == {"attunet"} and set(tests["metric"]) == {"dice", "fp"}
+    assert set(tests["network"]) == {"attunet"}
+    assert set(tests["metric"]) - {m for m in tests["metric"] if m.startswith("abserr_")} == {"dice", "fp"}
+    # effects are candidate − baseline (the design of issue 10): loss_b is the baseline
     wil = tests[tests["test"] == "wilcoxon"]
-    assert set(wil["loss_a"]) == {"l1dfl"} and set(wil["loss_b"]) == {"dl", "dfl"}
-    dice = wil[(wil["stratum"] == "all") & (wil["metric"] == "dice")].set_index("loss_b")
+    assert set(wil["loss_b"]) == {"l1dfl"} and set(wil["loss_a"]) == {"dl", "dfl"}
+    dice = wil[(wil["stratum"] == "all") & (wil["metric"] == "dice")].set_index("loss_a")
     assert dice.loc["dl", "n"] == N_CASES and dice.loc["dl", "significant"]
-    assert dice.loc["dl", "median_diff"] > 0.05 and dice.loc["dl", "ci_low"] > 0
-    fp = wil[(wil["stratum"] == "all") & (wil["metric"] == "fp")].set_index("loss_b")
-    assert fp.loc["dfl", "median_diff"] < 0
-    solitary = tests[(tests["stratum"] == "count") & (tests["level"] == "1")]
+    assert dice.loc["dl", "median_diff"] < -0.05 and dice.loc["dl", "ci_high"] < 0
+    primary = tests[(tests["test"] == "twoway") & (tests["family"] == "confirmatory")].set_index("loss_a")
+    assert primary.loc["dl", "significant"] and primary.loc["dl", "better"] == "l1dfl"
+    fp = wil[(wil["stratum"] == "all") & (wil["metric"] == "fp")].set_index("loss_a")
+    assert fp.loc["dfl", "median_diff"] > 0
+    solitary = tests[(tests["stratum"] == "count") & (tests["level"] == "1") & tests["test"].isin(["wilcoxon",
+                                                                                                 "friedman"])]
     assert len(solitary) == 6 and (solitary["n"] == 3).all()  # 2 pairs + Friedman, 2 metrics
     assert solitary["p"].isna().all() and solitary["flag"].str.startswith("too few").all()
     flagged = tests[tests["flag"].notna() & (tests["flag"] != "")]
@@ -119,8 +124,9 @@ def test_compare_reads_mlflow_writes_the_report_and_logs_a_comparison_run(store,
     assert set(summary["stratum"]) == {"all", "count", "volume", "activity", "spread"}
 
     html = (out / "report.html").read_text()
-    assert html.count('<img alt="') == 4 and html.count('src="data:image/png;base64,') == 4
-    assert "<table" in html and "Significant paired differences" in html and "l1dfl − dl" in html
+    n_png = len(list((out / "plots").glob("*.png")))
+    assert n_png >= 6 and html.count('<img alt="') == n_png and html.count('src="data:image/png;base64,') == n_png
+    assert "<table" in html and "Significant paired differences" in html and "dl − l1dfl" in html
     assert (out / "report.md").read_text().startswith("# lossbench comparison: experiment psma")
 
     client, comparisons = comparison_runs(home)
@@ -143,7 +149,7 @@ def test_compare_reads_mlflow_writes_the_report_and_logs_a_comparison_run(store,
     assert again.returncode == 0, again.stderr[-3000:]
     marker = json.loads((out / "lossbench-report.json").read_text())
     assert marker["comparison_run_id"] != run.info.run_id and marker["options"]["correction"] == "bonferroni"
-    assert set(pd.read_csv(out / "tests.csv")["metric"]) == {"dice"}
+    assert {m for m in pd.read_csv(out / "tests.csv")["metric"] if not m.startswith("abserr_")} == {"dice"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dl", "rep"]  # no temporary folders left
     assert len(comparison_runs(home)[1]) == 2
 
@@ -155,7 +161,8 @@ def test_compare_children_of_a_matrix_run_with_seeds_kept_apart(store, tmp_path)
     runs = pd.read_csv(tmp_path / "rep" / "runs.csv")
     assert set(runs["run_id"]) == set(store["children"]) | {store["reused"]}  # not the outside run
     tests = pd.read_csv(tmp_path / "rep" / "tests.csv")
-    overall = tests[(tests["stratum"] == "all") & (tests["test"] == "wilcoxon")].set_index(["loss_a", "loss_b"])
+    overall = tests[(tests["stratum"] == "all") & (tests["test"] == "wilcoxon") & (tests["metric"] == "dice")]
+    overall = overall.set_index(["loss_a", "loss_b"])
     assert len(overall) == 3 and (overall["n"] == 2 * N_CASES).all()  # (case, fold, seed) pairs of seeds 0, 1
     assert "losses have different numbers of runs (dfl 2, dl 2, l1dfl 3)" in res.stdout
     _, comparisons = comparison_runs(store["home"])
@@ -168,7 +175,7 @@ def test_compare_exactly_the_runs_given(store, tmp_path):
                     "--out", "rep", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert set(pd.read_csv(tmp_path / "rep" / "runs.csv")["run_id"]) == {dl0, l1dfl0}
-    assert set(pd.read_csv(tmp_path / "rep" / "tests.csv")["test"]) == {"wilcoxon"}  # two losses: no Friedman
+    assert set(pd.read_csv(tmp_path / "rep" / "tests.csv")["test"]) == {"twoway", "wilcoxon"}  # no Friedman
 
 
 @pytest.mark.parametrize("case", ["no runs", "single loss", "no cases.csv", "unknown metric", "server down",

@@ -55,31 +55,36 @@ def test_report_files_and_self_contained_html(tmp_path):
     names = {p.relative_to(folder).as_posix() for p in files}
     assert {"tests.csv", "agreement.csv", "summary.csv", "runs.csv", "report.md", "report.html", MARKER} <= names
     pngs = sorted(n for n in names if n.startswith("plots/"))
-    # dice and fp: a strata plot each, and a forest plot each (l1dfl vs dl is tested)
-    assert pngs == ["plots/attunet-dice-forest.png", "plots/attunet-dice-strata.png",
-                    "plots/attunet-fp-forest.png", "plots/attunet-fp-strata.png"]
+    # dice and fp: a strata plot each; one forest plot per controlled family (two losses: no Friedman ranking)
+    assert pngs == ["plots/attunet-dice-strata.png", "plots/attunet-fp-strata.png", "plots/forest-confirmatory.png",
+                    "plots/forest-stratum-activity.png", "plots/forest-stratum-count.png",
+                    "plots/forest-stratum-spread.png", "plots/forest-stratum-volume.png"]
 
     tests = pd.read_csv(folder / "tests.csv")
     for col in ("network", "stratum", "level", "metric", "loss_a", "loss_b", "n", "statistic", "p", "p_adjusted",
                 "significant", "median_diff", "ci_low", "ci_high", "rank_biserial", "flag"):
         assert col in tests.columns
     dice_all = tests[(tests["metric"] == "dice") & (tests["stratum"] == "all")].iloc[0]
-    assert dice_all["significant"] and dice_all["n"] == 24
+    assert dice_all["significant"] and dice_all["n"] == 24 and dice_all["family"] == "confirmatory"
+    assert dice_all["test"] == "twoway" and dice_all["loss_a"] == "dl" and dice_all["loss_b"] == "l1dfl"
+    assert dice_all["estimate"] < 0 and dice_all["better"] == "l1dfl"  # candidate − baseline, l1dfl better
 
     page = (folder / "report.html").read_text()
     parser = _Collector()
     parser.feed(page)
-    assert len(parser.imgs) == 4 and parser.tables >= 4
+    assert len(parser.imgs) == 7 and parser.tables >= 4
     for src in parser.imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert not re.search(r'(src|href)="(http|//|plots/)', page)  # nothing outside the file
     assert "CCC (1/n moments" in page and "±20 % of the mean GT value" in page
+    assert "x.db" in page and "sqlite:///x.db" not in page  # no path of the user's machine
 
     md = (folder / "report.md").read_text()
     for rel in re.findall(r"\]\((plots/[^)]+)\)", md):
         assert (folder / rel).is_file()
     assert "| l1dfl | 1 | 24 |" in md
+    assert "training (seed-to-seed) variance cannot be assessed" in md  # one run per loss, said plainly
 
 
 def test_unknown_metric_names_a_close_one():
