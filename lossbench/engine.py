@@ -81,15 +81,11 @@ class Prepared:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
+    from lossbench.fsio import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -162,10 +158,8 @@ def prepare(config: RunConfig, registry: Registry, datasets: dict[str, Any] | No
     net_c = registry.get("network", config.network)
     data_c = registry.get("dataset", config.dataset)
     loss_c.check(config.loss_params)
-    net_c.check(config.network_params, patch_size=config.patch, spatial_dims=3, batch_size=config.batch)
+    net_c.check(config.network_params, patch=config.patch, spatial_dims=3, batch_size=config.batch)
     data_c.check(config.dataset_params)
-    if config.overlap < 0 or config.overlap >= 1:
-        raise LossbenchError(f"--overlap must be in [0, 1), got {config.overlap}")
 
     key = json.dumps([config.dataset, config.dataset_params], sort_keys=True, default=str)
     if datasets is not None and key in datasets:
@@ -181,12 +175,48 @@ def prepare(config: RunConfig, registry: Registry, datasets: dict[str, Any] | No
     train_ids, val_ids = plan.fold(config.fold)
     if not train_ids or not val_ids:
         raise LossbenchError(f"fold {config.fold} has {len(train_ids)} training and {len(val_ids)} validation cases")
+    dry_build(config, registry, dataset)
     code = code_version()
     return Prepared(
         config=config, registry=registry, dataset=dataset, plan=plan, train_ids=tuple(train_ids),
         val_ids=tuple(val_ids), test_ids=tuple(plan.test), identity=config.identity(plan.sha256, code),
         code=code,
     )
+
+
+def dry_build(config: RunConfig, registry: Registry, dataset: Any) -> None:
+    """Build the loss and the network once and pass a patch through the network, before any run exists.
+
+    The network is built on PyTorch's ``meta`` device: shapes are checked, nothing is computed or
+    allocated, so this costs milliseconds even for the paper's 128³ networks. A constructor that
+    raises, or a network that cannot take the patch, is one clear error here rather than a FAILED
+    run later.
+    """
+    import torch
+
+    try:
+        registry.build("loss", config.loss, config.loss_params)
+    except LossbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's constructor: one line naming it
+        raise LossbenchError(f"loss {config.loss!r} cannot be built with {config.loss_params}: "
+                             f"{type(exc).__name__}: {exc}") from None
+    shape = (1, int(dataset.in_channels), *config.patch)
+    try:
+        with torch.device("meta"):
+            net = registry.build("network", config.network, config.network_params, in_channels=shape[1],
+                                 out_channels=int(dataset.num_classes), spatial_dims=3)
+            with torch.no_grad():
+                out = net.eval()(torch.empty(shape))
+    except LossbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the network rejects the patch or its parameters
+        raise LossbenchError(f"network {config.network!r} cannot take a patch of {config.patch} with "
+                             f"{config.network_params}: {type(exc).__name__}: {exc}") from None
+    expected = (1, int(dataset.num_classes), *config.patch)
+    if tuple(out.shape) != expected:
+        raise LossbenchError(f"network {config.network!r} maps a {config.patch} patch to {tuple(out.shape)[2:]}, "
+                             f"not to the patch itself: choose a patch the network can take")
 
 
 def run_params(p: Prepared, device: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -233,8 +263,8 @@ class Cell:
 
     def __init__(self, prepared: Prepared, tracker: Any, device: Any, *, progress: Any = None,
                  fail_at_epoch: int | None = None) -> None:
-        self.p = prepared
-        self.c = prepared.config
+        self.prepared = prepared
+        self.config = prepared.config
         self.tracker = tracker
         self.device = device
         self.progress = progress
@@ -246,40 +276,40 @@ class Cell:
     def _build(self) -> None:
         import torch
 
-        reg = self.p.registry
-        seed_everything(self.c.seed)
-        self.net = reg.build("network", self.c.network, self.c.network_params,
-                             in_channels=self.p.dataset.in_channels, out_channels=self.p.dataset.num_classes,
+        reg = self.prepared.registry
+        seed_everything(self.config.seed)
+        self.net = reg.build("network", self.config.network, self.config.network_params,
+                             in_channels=self.prepared.dataset.in_channels, out_channels=self.prepared.dataset.num_classes,
                              spatial_dims=3).to(self.device)
-        self.loss = reg.build("loss", self.c.loss, self.c.loss_params).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.c.lr, weight_decay=self.c.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.c.epochs, eta_min=0.0)
-        self.use_amp = bool(self.c.amp and self.device.type == "cuda")
+        self.loss = reg.build("loss", self.config.loss, self.config.loss_params).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.config.epochs, eta_min=0.0)
+        self.use_amp = bool(self.config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     def _data(self) -> None:
         from monai.data import CacheDataset
 
-        ds = self.p.dataset
-        kw = {"patch_size": self.c.patch, "spacing": self.c.spacing}
-        self.train_tf = ds.transforms("train", pos_neg=self.c.pos_neg, affine_prob=self.c.affine_prob, **kw)
-        self.val_tf = ds.transforms("val", **kw)
-        train_cases = ds.cases_by_id(self.p.train_ids)
-        val_cases = ds.cases_by_id(self.p.val_ids)
-        self.train_ds = CacheDataset(ds.data_dicts(train_cases), self.train_tf, cache_rate=self.c.cache_rate,
+        ds = self.prepared.dataset
+        self.train_tf = ds.transforms("train", patch=self.config.patch, spacing=self.config.spacing, pos_neg=self.config.pos_neg,
+                                      affine_prob=self.config.affine_prob)
+        self.val_tf = ds.transforms("val", spacing=self.config.spacing)
+        train_cases = ds.cases_by_id(self.prepared.train_ids)
+        val_cases = ds.cases_by_id(self.prepared.val_ids)
+        self.train_ds = CacheDataset(ds.data_dicts(train_cases), self.train_tf, cache_rate=self.config.cache_rate,
                                      num_workers=0, progress=False)
-        self.val_ds = CacheDataset(ds.data_dicts(val_cases), self.val_tf, cache_rate=self.c.cache_rate,
+        self.val_ds = CacheDataset(ds.data_dicts(val_cases), self.val_tf, cache_rate=self.config.cache_rate,
                                    num_workers=0, progress=False)
 
     def _loader(self, epoch: int) -> Any:
         import torch
         from monai.data import DataLoader
 
-        seed = epoch_seed(self.c.seed, epoch)
+        seed = epoch_seed(self.config.seed, epoch)
         seed_everything(seed)
         self.train_tf.set_random_state(seed=seed)
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(self.train_ds, batch_size=self.c.batch, shuffle=True, num_workers=0,
+        return DataLoader(self.train_ds, batch_size=self.config.batch, shuffle=True, num_workers=0,
                           generator=generator, drop_last=False)
 
     def _infer(self, image: Any) -> Any:
@@ -288,8 +318,8 @@ class Cell:
 
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
             return sliding_window_inference(
-                image.to(self.device), roi_size=self.c.patch, sw_batch_size=self.c.sw_batch_size,
-                predictor=self.net, overlap=self.c.overlap, mode="constant",
+                image.to(self.device), roi_size=self.config.patch, sw_batch_size=self.config.sw_batch_size,
+                predictor=self.net, overlap=self.config.overlap, mode="constant",
             ).float()
 
     # state ---------------------------------------------------------------------------------
@@ -299,7 +329,7 @@ class Cell:
 
         return {
             "format": "lossbench-state/1",
-            "identity": self.p.identity,
+            "identity": self.prepared.identity,
             "run_id": run_id,
             "epoch": epoch,
             "model": self.net.state_dict(),
@@ -321,7 +351,7 @@ class Cell:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - a torn or foreign file: start over, say so
             raise LossbenchError(f"checkpoint {path} cannot be read ({exc}); delete it or run with --force") from None
-        if state.get("identity") != self.p.identity:
+        if state.get("identity") != self.prepared.identity:
             return None
         return state
 
@@ -342,15 +372,15 @@ class Cell:
             start_epoch = state["epoch"] + 1
             resumed_from = state["epoch"]
 
-        epochs_task = self._task("epochs", total=self.c.epochs, completed=start_epoch)
-        for epoch in range(start_epoch, self.c.epochs):
+        epochs_task = self._task("epochs", total=self.config.epochs, completed=start_epoch)
+        for epoch in range(start_epoch, self.config.epochs):
             if self.fail_at_epoch is not None and epoch == self.fail_at_epoch:
                 raise RuntimeError(f"injected failure at epoch {epoch} ({FAIL_ENV})")
             t_epoch = time.perf_counter()
             metrics = self._train_epoch(epoch)
             self.scheduler.step()
-            last = epoch == self.c.epochs - 1
-            if (epoch + 1) % self.c.val_every == 0 or last:
+            last = epoch == self.config.epochs - 1
+            if (epoch + 1) % self.config.val_every == 0 or last:
                 t0 = time.perf_counter()
                 dice = self._validate()
                 self.timings["validation"] += time.perf_counter() - t0
@@ -368,19 +398,19 @@ class Cell:
                 t0 = time.perf_counter()
                 atomic_torch_save(self._state(epoch, best, history, run_id), self.folder / STATE_FILE)
                 self.timings["checkpoint"] += time.perf_counter() - t0
-                self._say(f"epoch {epoch + 1}/{self.c.epochs}: train loss {metrics['train_loss']:.4f}, "
+                self._say(f"epoch {epoch + 1}/{self.config.epochs}: train loss {metrics['train_loss']:.4f}, "
                           f"validation Dice {metrics['val_dice']:.4f} (best {metrics['val_dice_best']:.4f}), "
                           f"checkpoint saved")
             self._advance(epochs_task)
         self._remove(epochs_task)
 
         if best["model"] is None:  # no validation case had a lesion: keep the last model
-            best = {"epoch": self.c.epochs - 1, "dice": float("nan"),
+            best = {"epoch": self.config.epochs - 1, "dice": float("nan"),
                     "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
         self.net.load_state_dict(best["model"])
         summary = self._test_and_log(run_id, best)
         summary.update({f"time_{k}_seconds": v for k, v in self.timings.items()})
-        self.tracker.log_metrics(run_id, summary, step=self.c.epochs)
+        self.tracker.log_metrics(run_id, summary, step=self.config.epochs)
         return CellResult(
             run_id=run_id, status="finished", best_epoch=best["epoch"], best_val_dice=best["dice"], summary=summary,
             tracking_uri=self.tracker.uri, experiment=self.tracker.experiment,
@@ -392,12 +422,12 @@ class Cell:
 
         self.net.train()
         loader = self._loader(epoch)
-        task = self._task(f"epoch {epoch + 1}/{self.c.epochs}", total=len(loader))
+        task = self._task(f"epoch {epoch + 1}/{self.config.epochs}", total=len(loader))
         losses = []
         t_data = time.perf_counter()
         for batch in loader:
-            image = batch[self.p.dataset.image_key].to(self.device)
-            label = batch[self.p.dataset.label_key].to(self.device).long()
+            image = batch[self.prepared.dataset.image_key].to(self.device)
+            label = batch[self.prepared.dataset.label_key].to(self.device).long()
             t_compute = time.perf_counter()
             self.timings["data"] += t_compute - t_data
             self.optimizer.zero_grad(set_to_none=True)
@@ -406,7 +436,7 @@ class Cell:
             value = self.loss(logits.float(), label)
             if not torch.isfinite(value):
                 raise LossbenchError(
-                    f"loss {self.c.loss} became {value.item()} at epoch {epoch}; lower --lr or check the loss parameters"
+                    f"loss {self.config.loss} became {value.item()} at epoch {epoch}; lower --lr or check the loss parameters"
                 )
             self.scaler.scale(value).backward()
             self.scaler.step(self.optimizer)
@@ -427,8 +457,8 @@ class Cell:
         metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=True)
         task = self._task("validation", total=len(self.val_ds))
         for item in self.val_ds:
-            image = item[self.p.dataset.image_key][None]
-            label = torch.as_tensor(item[self.p.dataset.label_key])[None].long()
+            image = item[self.prepared.dataset.image_key][None]
+            label = torch.as_tensor(item[self.prepared.dataset.label_key])[None].long()
             logits = self._infer(image).cpu()
             pred = one_hot(torch.argmax(logits, dim=1, keepdim=True), num_classes=logits.shape[1])
             metric(y_pred=pred, y=one_hot(label, num_classes=logits.shape[1]))
@@ -446,10 +476,10 @@ class Cell:
         from lossbench.evaluation import evaluate_case, stratify, summarize
         from lossbench.evaluation.io import read_image
 
-        ds = self.p.dataset
+        ds = self.prepared.dataset
         self.net.eval()
-        infer_tf = ds.transforms("infer", patch_size=self.c.patch, spacing=self.c.spacing)
-        cases = ds.cases_by_id(self.p.test_ids)
+        infer_tf = ds.transforms("infer", spacing=self.config.spacing)
+        cases = ds.cases_by_id(self.prepared.test_ids)
         out_dir = Path(tempfile.mkdtemp(prefix="lossbench-eval-"))
         try:
             pred_dir = out_dir / "predictions"
@@ -481,15 +511,15 @@ class Cell:
             cases_df.to_csv(eval_dir / "cases.csv", index=False)
             lesions_df.to_csv(eval_dir / "lesions.csv", index=False)
             summary_df.to_csv(eval_dir / "summary.csv")
-            (out_dir / "config.json").write_text(json.dumps(self.c.as_dict(), indent=2, default=str))
+            (out_dir / "config.json").write_text(json.dumps(self.config.as_dict(), indent=2, default=str))
             model_path = out_dir / BEST_ARTIFACT
             import torch
 
             torch.save({"model": best["model"], "epoch": int(best["epoch"]), "val_dice": float(best["dice"]),
-                        "network": self.c.network, "network_params": dict(self.c.network_params),
+                        "network": self.config.network, "network_params": dict(self.config.network_params),
                         "in_channels": int(ds.in_channels), "out_channels": int(ds.num_classes)}, model_path)
             splits = out_dir / "splits.json"
-            self.p.plan.write(splits)
+            self.prepared.plan.write(splits)
             self.tracker.log_artifacts(run_id, [eval_dir / "cases.csv", eval_dir / "lesions.csv",
                                                 eval_dir / "summary.csv"], "evaluation")
             self.tracker.log_artifacts(run_id, sorted(pred_dir.iterdir()), "predictions")
@@ -564,23 +594,22 @@ def run_cell(
     fail_at = injected_failure_epoch(prepared.config.name)
     cell = Cell(prepared, tracker, torch_device, progress=progress, fail_at_epoch=fail_at)
     with cell_lock(cell.folder):
-        runs = tracker.find_cell_runs(prepared.identity)
-        newest = runs[0] if runs else None
-        if newest is not None and newest.info.status == "FINISHED" and not force:
-            raise CellAlreadyFinished(newest.info.run_id)
+        newest = tracker.latest_cell_run(prepared.identity)
+        if newest is not None and newest.finished and not force:
+            raise CellAlreadyFinished(newest.id)
         state = None if force else cell.load_state()
-        resumable = (newest is not None and newest.info.status != "FINISHED"
-                     and (state is None or state.get("run_id") == newest.info.run_id))
+        resumable = (newest is not None and not newest.finished
+                     and (state is None or state.get("run_id") == newest.id))
         if resume and not resumable:
             raise LossbenchError("--resume: this cell has no interrupted run to continue; run it without --resume")
         if resumable and not force:
-            run_id = newest.info.run_id
+            run_id = newest.id
             tracker.reopen(run_id)
         else:
             if force:
                 (cell.folder / STATE_FILE).unlink(missing_ok=True)
-                if newest is not None and newest.info.status in ("RUNNING", "SCHEDULED"):
-                    tracker.client.set_terminated(newest.info.run_id, status="KILLED")  # superseded
+                if newest is not None and newest.status in ("RUNNING", "SCHEDULED"):
+                    tracker.kill(newest.id)  # superseded
             state = None
             tags = {CELL_TAG: prepared.identity, KIND_TAG: "cell", "lossbench.loss": prepared.config.loss,
                     "lossbench.network": prepared.config.network, "lossbench.fold": str(prepared.config.fold),
@@ -594,7 +623,7 @@ def run_cell(
         except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if isinstance(exc, KeyboardInterrupt):
-                tracker.client.set_terminated(run_id, status="KILLED")
+                tracker.kill(run_id)
             else:
                 tracker.fail(run_id, message + "\n" + traceback.format_exc(limit=8))
             raise
@@ -608,8 +637,7 @@ def finished_result(tracking_uri: str | None, experiment: str, run_id: str) -> C
     from lossbench.tracking import Tracker
 
     tracker = Tracker(tracking_uri, experiment)
-    run = tracker.client.get_run(run_id)
-    metrics = dict(run.data.metrics)
+    metrics = dict(tracker.run(run_id).metrics)
     return CellResult(
         run_id=run_id, status="skipped", best_epoch=int(metrics.get("best_epoch", -1)),
         best_val_dice=float(metrics.get("best_val_dice", float("nan"))), summary=metrics,

@@ -9,13 +9,16 @@ re-running the same cell finds, resumes or skips the same MLflow run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import math
 import json
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lossbench.components import parse_numbers
 from lossbench.errors import ConfigError, ParameterError
 
 #: Training settings a preset fixes; each can be overridden on the command line or in ``[train]``.
@@ -33,69 +36,116 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 1000, "patch": (128, 128, 128), "batch": 4, "lr": 2e-4, "weight_decay": 1e-5,
         "val_every": 2, "spacing": (2.0, 2.0, 2.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
         "overlap": 0.25, "amp": True, "affine_prob": 0.5, "cache_rate": 1.0,
-        "network_params": {},
     },
-    # A few minutes on 2 CPU cores (about 4 for attunet on the default synthetic cohort): 4 mm
-    # voxels, 48³ patches, small networks, a larger learning rate for the short schedule.
+    # A few minutes on 2 CPU cores (about 4 on the default synthetic cohort): 4 mm voxels, 48³
+    # patches, a larger learning rate for the short schedule. Each network's small CPU size is
+    # its own ``presets["cpu"]`` (the component carries it, as timm's default_cfgs).
     "cpu": {
         "epochs": 30, "patch": (48, 48, 48), "batch": 2, "lr": 1e-3, "weight_decay": 1e-5,
         "val_every": 10, "spacing": (4.0, 4.0, 4.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
         "overlap": 0.25, "amp": False, "affine_prob": 0.5, "cache_rate": 1.0,
-        "network_params": {
-            "attunet": {"channels": (8, 16, 32, 64), "strides": (2, 2, 2)},
-            "unet": {"channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 1},
-            "segresnet": {"init_filters": 8, "blocks_down": (1, 1, 2), "blocks_up": (1, 1)},
-            "unetr": {"img_size": 48, "feature_size": 8, "hidden_size": 96, "mlp_dim": 192, "num_heads": 4},
-        },
     },
 }
 
 
-def _tuple3(value: Any, name: str, kind: type) -> tuple:
-    if isinstance(value, str):
-        parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
-    elif isinstance(value, (list, tuple)):
-        parts = list(value)
-    else:
-        parts = [value]
-    try:
-        items = tuple(kind(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ParameterError(f"--{name.replace('_', '-')} expects numbers like 96 or 96,96,64, got {value!r}") from None
-    if len(items) == 1:
-        items = items * 3
-    if len(items) != 3 or any(i <= 0 for i in items):
-        raise ParameterError(f"--{name.replace('_', '-')} needs 1 or 3 positive values, got {value!r}")
-    return items
+#: What each training setting accepts (the typed model below enforces it; errors quote this).
+ALLOWED: dict[str, str] = {
+    "epochs": "an integer >= 1", "batch": "an integer >= 1", "val_every": "an integer >= 1",
+    "sw_batch_size": "an integer >= 1", "lr": "a number > 0", "weight_decay": "a number >= 0",
+    "overlap": "a number in [0, 1)", "affine_prob": "a number in [0, 1]", "cache_rate": "a number in [0, 1]",
+    "amp": "true or false", "patch": "1 or 3 positive integers like 96 or 96,96,64",
+    "spacing": "1 or 3 positive numbers (mm) like 2 or 2,2,3",
+    "pos_neg": "two numbers >= 0, not both 0, like 4:1",
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _bad(name: str, value: Any) -> ParameterError:
+    return ParameterError(f"training setting {name!r} must be {ALLOWED[name]}, got {value!r}")
 
 
 def _coerce_train(name: str, value: Any) -> Any:
-    if name == "patch":
-        return _tuple3(value, name, int)
-    if name == "spacing":
-        return _tuple3(value, name, float)
+    """Parse one setting from the command line, a TOML value or a preset (types only; ranges: :func:`_check_train`)."""
+    if name not in ALLOWED:
+        raise ParameterError(f"unknown training setting {name!r}; known: {', '.join(TRAIN_FIELDS)}")
+    if name in ("patch", "spacing"):
+        try:
+            return parse_numbers(value, int if name == "patch" else float, what=f"--{name}")
+        except ParameterError:
+            raise _bad(name, value) from None
     if name == "pos_neg":
         parts = value.split(":") if isinstance(value, str) else value
         try:
             pos, neg = (float(p) for p in parts)
         except (TypeError, ValueError):
-            raise ParameterError(f"pos_neg expects two numbers like 4:1, got {value!r}") from None
+            raise _bad(name, value) from None
         return (pos, neg)
     if name == "amp":
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        return bool(value)
-    kinds = {"epochs": int, "batch": int, "val_every": int, "sw_batch_size": int,
-             "lr": float, "weight_decay": float, "overlap": float, "affine_prob": float, "cache_rate": float}
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _bad(name, value)
+    kind = float if name in ("lr", "weight_decay", "overlap", "affine_prob", "cache_rate") else int
     try:
-        out = kinds[name](value)
-    except KeyError:
-        raise ParameterError(f"unknown training setting {name!r}; known: {', '.join(TRAIN_FIELDS)}") from None
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        return kind(value)
     except (TypeError, ValueError):
-        raise ParameterError(f"training setting {name!r} expects {kinds[name].__name__}, got {value!r}") from None
-    if name in ("epochs", "batch", "val_every", "sw_batch_size") and out < 1:
-        raise ParameterError(f"training setting {name!r} must be >= 1, got {out}")
-    return out
+        raise ParameterError(f"training setting {name!r} expects {kind.__name__} ({ALLOWED[name]}), "
+                             f"got {value!r}") from None
+
+
+@functools.cache
+def _train_model() -> Any:
+    """The typed model of the training settings (pydantic, imported on first use: ``--help`` stays fast)."""
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+    positive = {"ge": 1}
+
+    class TrainSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+        epochs: int = Field(**positive)
+        batch: int = Field(**positive)
+        val_every: int = Field(**positive)
+        sw_batch_size: int = Field(**positive)
+        lr: float = Field(gt=0)
+        weight_decay: float = Field(ge=0)
+        overlap: float = Field(ge=0, lt=1)
+        affine_prob: float = Field(ge=0, le=1)
+        cache_rate: float = Field(ge=0, le=1)
+        amp: bool
+        patch: tuple[int, int, int]
+        spacing: tuple[float, float, float]
+        pos_neg: tuple[float, float]
+
+        @field_validator("patch", "spacing")
+        @classmethod
+        def _positive(cls, value: tuple) -> tuple:
+            if any(v <= 0 for v in value):
+                raise ValueError("must be positive")
+            return value
+
+        @field_validator("pos_neg")
+        @classmethod
+        def _ratio(cls, value: tuple[float, float]) -> tuple[float, float]:
+            if min(value) < 0 or sum(value) <= 0 or not all(math.isfinite(v) for v in value):
+                raise ValueError("both >= 0 and not both 0")
+            return value
+
+    return TrainSettings
+
+
+def _check_train(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting in range, or one :class:`ParameterError` naming the first bad one and what it accepts."""
+    from pydantic import ValidationError
+
+    try:
+        return _train_model()(**settings).model_dump()
+    except ValidationError as exc:
+        name = str(exc.errors()[0]["loc"][0])
+        raise _bad(name, settings.get(name)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,13 +178,9 @@ class RunConfig:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def science(self) -> dict[str, Any]:
-        """What determines the results (everything here; where they are logged is not part of it)."""
-        return self.as_dict()
-
     def identity(self, split_sha256: str, code_version: str) -> str:
         """A short stable hash of the settings, the split plan and the code version."""
-        payload = json.dumps({"config": self.science(), "split": split_sha256, "code": code_version},
+        payload = json.dumps({"config": self.as_dict(), "split": split_sha256, "code": code_version},
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -156,7 +202,8 @@ def resolve_run_config(
     preset: str,
     train: Mapping[str, Any],
 ) -> RunConfig:
-    """Merge ``preset`` < ``train`` settings; component parameters are resolved by the caller."""
+    """Merge ``preset`` < ``train`` settings; component parameters (the network's preset values
+    included) are resolved by the caller (:func:`lossbench.settings.build_config`)."""
     if preset not in PRESETS:
         raise ParameterError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     base = PRESETS[preset]
@@ -166,13 +213,11 @@ def resolve_run_config(
         if value is None:
             continue
         settings[key] = _coerce_train(key, value)
-    settings = {k: _coerce_train(k, v) for k, v in settings.items()}
+    settings = _check_train({k: _coerce_train(k, v) for k, v in settings.items()})
     if fold < 0:
         raise ParameterError(f"--fold must be >= 0, got {fold}")
-    net_defaults = dict(base["network_params"].get(network, {}))
-    net_defaults.update(network_params)
     return RunConfig(
-        loss=loss, loss_params=dict(loss_params), network=network, network_params=net_defaults,
+        loss=loss, loss_params=dict(loss_params), network=network, network_params=dict(network_params),
         dataset=dataset, dataset_params=dict(dataset_params), fold=fold, seed=seed, preset=preset, **settings,
     )
 
