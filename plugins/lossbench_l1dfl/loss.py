@@ -26,7 +26,9 @@ Reproduced from the authors' reference code, with two deliberate differences:
 The histogram pools the whole local mini-batch and all channels (not per sample), as the
 reference does. β is built from integer counts and carries no gradient; gradients reach the
 logits through p in the Dice sums and through the focal term. Computation is in float32 even
-under autocast.
+under autocast. As in the reference, p is ``softmax(z)`` and the bin edges are float32, so a
+value on (or within an ulp of) an edge lands in the reference's bin; the focal term uses
+``log_softmax`` as MONAI's ``FocalLoss`` does.
 
 Example:
     >>> import torch
@@ -49,14 +51,19 @@ from lossbench.tensors import check_segmentation_inputs
 
 
 def bin_geometry(epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left edges (float32) and widths (float64) of the K = int(1/ε + 1) bins on [0, 1]."""
+    """Left edges (float32) and widths (float64) of the K = int(1/ε + 1) bins on [0, 1].
+
+    The edges are built as the reference builds them, in float32 (``linspace`` centres minus
+    ε/2, clamped at 0), so that a value within an ulp of an edge falls in the reference's bin;
+    the widths are taken from the same float32 edges.
+    """
     if not 0.0 < epsilon <= 1.0:
         raise ValueError(f"epsilon must be in (0, 1], got {epsilon}")
     k = int(1.0 / epsilon + 1)
-    centres = torch.linspace(0.0, 1.0, k, dtype=torch.float64)
-    left = (centres - epsilon / 2).clamp(min=0.0)
-    right = (centres + epsilon / 2).clamp(max=1.0)
-    return left.to(torch.float32), right - left
+    centres = torch.linspace(0.0, 1.0, k, dtype=torch.float32)
+    left = torch.clamp(centres - epsilon / 2, min=0.0)
+    right = torch.clamp(centres + epsilon / 2, max=1.0)
+    return left, (right - left).to(torch.float64)
 
 
 #: Values whose arithmetic bin estimate lies this close to a bin edge are re-binned exactly.
@@ -153,7 +160,7 @@ class L1WeightedDiceFocalLoss(torch.nn.Module):
             logits = logits.float()
             target = target.long()
             log_probs = torch.log_softmax(logits, dim=1)
-            probs = log_probs.exp()
+            probs = torch.softmax(logits, dim=1)  # as the reference: exp(log_softmax) differs by an ulp
             onehot = torch.zeros_like(probs).scatter_(1, target, 1.0)
             dice = 1.0 - self.weighted_dice(probs, onehot).mean()
             return self.lambda_dice * dice + self.lambda_focal * self.focal_term(log_probs, target)

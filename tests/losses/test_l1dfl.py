@@ -197,3 +197,52 @@ def test_equals_a_plain_reference_transcription(shape, gamma):
     ref.backward()
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
     assert torch.allclose(grad, logits.grad, rtol=1e-4, atol=1e-7)
+
+
+def _reference_edges(epsilon):
+    """The reference's edges, written out independently: float32 centres minus ε/2, clamped at 0."""
+    k = int(1 / epsilon + 1)
+    return torch.clamp(torch.linspace(0, 1, k) - epsilon / 2, min=0)
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.1, 0.03, 0.07])
+def test_bin_edges_are_the_reference_float32_edges(epsilon):
+    left, width = bin_geometry(epsilon)
+    assert left.dtype == torch.float32 and torch.equal(left, _reference_edges(epsilon))
+    right = torch.clamp(torch.linspace(0, 1, left.numel()) + epsilon / 2, max=1)
+    assert torch.equal(width, (right - left).double())
+
+
+def _logit_for(prob: float) -> float:
+    """A float32 logit t with softmax([0, t])[1] == prob exactly (found by stepping ulps), or None."""
+    t = torch.tensor(math.log(prob / (1 - prob)), dtype=torch.float32)
+    target = torch.tensor(prob, dtype=torch.float32)
+    for _ in range(4000):
+        p = torch.softmax(torch.stack([torch.zeros(()), t]), 0)[1]
+        if p == target:
+            return t.item()
+        t = torch.nextafter(t, torch.tensor(float("inf")) if p < target else torch.tensor(float("-inf")))
+    return None
+
+
+def test_values_on_the_edges_fall_in_the_reference_bins():
+    """Probabilities exactly on the float32 edges (as softmax produces them) are binned as the reference bins them."""
+    from monai.losses import FocalLoss
+
+    left = _reference_edges(0.05)
+    logits_1 = [t for t in (_logit_for(e) for e in left[1:].tolist()) if t is not None]
+    assert len(logits_1) >= 10  # most edges are reachable exactly
+    z1 = torch.tensor(logits_1 * 8, dtype=torch.float32)
+    logits = torch.stack([torch.zeros_like(z1), z1]).reshape(1, 2, len(z1), 1, 1)
+    target = (torch.arange(len(z1)) % 3 == 0).long().reshape(1, 1, len(z1), 1, 1)
+    p = torch.softmax(logits, 1)
+    y = torch.zeros_like(p).scatter_(1, target, 1.0)
+    g = (p - y).abs().reshape(-1)
+    idx = (torch.bucketize(g, left, right=True) - 1).clamp(0, left.numel() - 1)
+    counts = torch.zeros(left.numel()).scatter_add_(0, idx, torch.ones_like(g))
+    right = torch.clamp(torch.linspace(0, 1, left.numel()) + 0.025, max=1)
+    beta = (g.numel() / (counts / (right - left).double()))[idx].float().reshape(p.shape)
+    d = (2 * (beta * p * y).sum((2, 3, 4)) + 1e-8) / ((beta * (p**2 + y**2)).sum((2, 3, 4)) + 1e-8)
+    reference = (1 - d.mean()) + FocalLoss(gamma=2.0, use_softmax=True, to_onehot_y=False)(logits, y)
+    ours = L1WeightedDiceFocalLoss()(logits, target)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
