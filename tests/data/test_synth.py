@@ -245,7 +245,7 @@ def test_refuses_to_overwrite_and_leaves_nothing_behind(tmp_path, monkeypatch):
         return real(case_id, rng_or_seed, config)
 
     real = synth.synthesize
-    monkeypatch.setattr(synth, "synthesize", boom)
+    monkeypatch.setattr(synth.cohort, "synthesize", boom)
     fresh = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
         synth.generate_cohort(fresh, 3, 0, SMALL)
@@ -276,14 +276,14 @@ def test_default_cohort_is_cached_and_race_safe(tmp_path, monkeypatch):
     key = synth.cohort_key(SMALL, 2, synth.DEFAULT_SEED, 0.2)
     assert path == tmp_path / "home" / "cache" / f"psma-synth-{key}"
     before = digest(path)
-    monkeypatch.setattr(synth, "_write_cohort", lambda *a, **k: pytest.fail("regenerated a cached cohort"))
+    monkeypatch.setattr(synth.cohort, "_write_cohort", lambda *a, **k: pytest.fail("regenerated a cached cohort"))
     assert synth.default_cohort(n_cases=2, config=SMALL) == path and digest(path) == before
     monkeypatch.undo()
 
     # another process finishes first: ours is discarded, theirs is kept
     cache = tmp_path / "cache2"
     final = cache / f"psma-synth-{synth.cohort_key(SMALL, 2, 0, 0.2)}"
-    real = synth._write_cohort
+    real = synth.cohort._write_cohort
 
     def racing(root, *args):
         result = real(root, *args)
@@ -291,7 +291,7 @@ def test_default_cohort_is_cached_and_race_safe(tmp_path, monkeypatch):
         (final / "manifest.json").write_text('{"theirs": true}')
         return result
 
-    monkeypatch.setattr(synth, "_write_cohort", racing)
+    monkeypatch.setattr(synth.cohort, "_write_cohort", racing)
     assert synth.default_cohort(cache, n_cases=2, config=SMALL) == final
     assert json.loads((final / "manifest.json").read_text()) == {"theirs": True}
     assert sorted(p.name for p in cache.iterdir()) == [final.name]

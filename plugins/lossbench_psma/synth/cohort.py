@@ -1,0 +1,242 @@
+"""Writing cohorts: the nnU-Net raw layout with ``dataset.json`` and ``manifest.json``
+(:func:`generate_cohort`), the cached default cohort (:func:`default_cohort`) and the manifest's
+per-case strata (:func:`label_strata`)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossbench.errors import LossbenchError, ParameterError
+
+from .case import synthesize
+from .config import GENERATOR_VERSION, SynthConfig, _split_draw, case_affine, case_seed
+
+DEFAULT_N_CASES = 40
+DEFAULT_SEED = 0
+ID_PREFIX = "PSMA-SYN-"
+
+
+# --------------------------------------------------------------------------------------------
+# Patient-level measures (PAPER.md §6.3)
+
+
+def label_strata(label: np.ndarray, pet: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """The stratification measures of one case from its label, computed by the evaluator itself
+    (:func:`lossbench.evaluation.case.label_biomarkers`: 18-connected count, TMTV mL, SUVmax,
+    SUVmean, TLA SUV·mL, Dmax cm), rounded to 4 decimals for the manifest."""
+    from lossbench.evaluation.case import label_biomarkers
+
+    measures = label_biomarkers(label, pet, spacing, connectivity=18)
+    return {"lesion_count": int(measures["lesion_count"]),
+            **{k: round(float(measures[k]), 4) for k in ("tmtv_ml", "suvmax", "suvmean", "tla", "dmax_cm")}}
+
+
+# --------------------------------------------------------------------------------------------
+# Writing cohorts
+
+
+def _nifti_gz(array: np.ndarray, affine: np.ndarray) -> bytes:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def _n_test(n_cases: int, test_fraction: float) -> int:
+    if test_fraction <= 0 or n_cases < 2:
+        return 0
+    return min(n_cases - 1, max(1, round(n_cases * test_fraction)))
+
+
+def _validate_cohort_args(n_cases: int, seed: int, test_fraction: float) -> None:
+    if int(n_cases) < 1:
+        raise ParameterError(f"the cohort needs at least 1 case, got {n_cases}")
+    if int(seed) < 0:
+        raise ParameterError(f"the seed must be >= 0, got {seed}")
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise ParameterError(f"test_fraction must be in [0, 1), got {test_fraction}")
+
+
+def _write_cohort(root: Path, n_cases: int, seed: int, cfg: SynthConfig, test_fraction: float,
+                  progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
+    n_test = _n_test(n_cases, test_fraction)
+    draws = [_split_draw(seed, i) for i in range(n_cases)]
+    test_idx = set(sorted(range(n_cases), key=lambda i: (draws[i], i))[:n_test])
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / sub).mkdir()
+    affine = case_affine(cfg)
+    width = max(3, len(str(n_cases - 1)))
+    cases = []
+    for i in range(n_cases):
+        case_id = f"{ID_PREFIX}{i:0{width}d}"
+        split = "test" if i in test_idx else "train"
+        img_dir, lab_dir = ("imagesTs", "labelsTs") if split == "test" else ("imagesTr", "labelsTr")
+        case = synthesize(case_id, case_seed(seed, i), cfg)
+        files = {
+            "CT": f"{img_dir}/{case_id}_0000.nii.gz",
+            "PET": f"{img_dir}/{case_id}_0001.nii.gz",
+            "label": f"{lab_dir}/{case_id}.nii.gz",
+        }
+        _write_bytes(root / files["CT"], _nifti_gz(case.ct.astype(np.int16), affine))
+        _write_bytes(root / files["PET"], _nifti_gz(case.pet, affine))
+        _write_bytes(root / files["label"], _nifti_gz(case.label, affine))
+        strata = label_strata(case.label, case.pet, cfg.spacing)
+        cases.append({
+            "id": case_id, "index": i, "split": split, "seed": int(seed), "seed_spawn_key": [i, 0],
+            "disease": case.disease, "lesions_requested": case.lesions_requested, "files": files,
+            "strata": strata, "organ_suv": case.organ_suv,
+            "lesions": case.lesions,
+        })
+        if progress is not None:
+            progress(i + 1, n_cases, case_id)
+    n_train = n_cases - n_test
+    dataset = {
+        "name": "PSMA-SYN",
+        "description": "Synthetic PSMA PET/CT phantoms (lossbench_psma.synth), nnU-Net v2 raw layout; "
+                       "CT in HU (channel 0), PET in SUVbw (channel 1), label 1 = lesion.",
+        "channel_names": {"0": "CT", "1": "PET"},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": n_train,
+        "numTest": n_test,
+        "file_ending": ".nii.gz",
+        "licence": "CC0-1.0 (synthetic)",
+        "release": f"lossbench_psma.synth {GENERATOR_VERSION}",
+    }
+    manifest = {
+        "format": "lossbench-psma-synth",
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "n_cases": n_cases,
+        "n_train": n_train,
+        "n_test": n_test,
+        "test_fraction": float(test_fraction),
+        "shape": list(cfg.shape),
+        "spacing_mm": list(cfg.spacing),
+        "voxel_volume_ml": cfg.voxel_ml,
+        "affine": case_affine(cfg).tolist(),
+        "config": cfg.to_dict(),
+        "cases": cases,
+    }
+    _write_bytes(root / "dataset.json", _json_bytes(dataset))
+    _write_bytes(root / "manifest.json", _json_bytes(manifest))  # written last: marks completion
+    return manifest
+
+
+def _tmp_sibling(final: Path, tag: str) -> Path:
+    path = final.with_name(f".{final.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+    os.mkdir(path)
+    return path
+
+
+def generate_cohort(out_dir: str | os.PathLike, n_cases: int, seed: int, config: SynthConfig | None = None, *,
+                    test_fraction: float = 0.2, overwrite: bool = False,
+                    progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """Write ``n_cases`` phantoms in the nnU-Net raw layout under ``out_dir``; returns its path.
+
+    Layout: ``imagesTr/<ID>_0000.nii.gz`` (CT, int16 HU), ``imagesTr/<ID>_0001.nii.gz`` (PET,
+    float32 SUV), ``labelsTr/<ID>.nii.gz`` (uint8), the ``imagesTs``/``labelsTs`` twins for the
+    held-out cases (``round(n_cases * test_fraction)``, at least 1 when the fraction is > 0, chosen
+    by the seed), ``dataset.json`` (nnU-Net v2) and ``manifest.json`` (per case: id, split, seed,
+    disease group, files, strata, organ SUVs, lesions). IDs are ``PSMA-SYN-000``, ...
+
+    Everything is written into a temporary sibling folder that is renamed to ``out_dir`` at the
+    end, so an interrupted run leaves nothing at ``out_dir``. A non-empty ``out_dir`` is refused
+    (:class:`~lossbench.errors.LossbenchError`) unless ``overwrite``.
+    """
+    _validate_cohort_args(n_cases, seed, test_fraction)
+    cfg = config or SynthConfig()
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise LossbenchError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LossbenchError(f"{out} is not empty; choose another folder or overwrite it (--overwrite)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(out, "tmp")
+    except OSError as exc:
+        raise LossbenchError(f"cannot write next to {out}: {exc.strerror or exc}") from None
+    try:
+        _write_cohort(tmp, int(n_cases), int(seed), cfg, float(test_fraction), progress)
+        if out.is_dir():
+            if any(out.iterdir()):
+                if not overwrite:  # appeared while we were generating
+                    raise LossbenchError(f"{out} is not empty; choose another folder or overwrite it (--overwrite)")
+                old = out.with_name(f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+                os.rename(out, old)
+                os.rename(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+                return out
+            out.rmdir()
+        os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def cohort_key(config: SynthConfig, n_cases: int, seed: int, test_fraction: float) -> str:
+    """A short hash of everything that determines a cohort's content (and the generator version)."""
+    blob = json.dumps({"generator_version": GENERATOR_VERSION, "config": config.to_dict(), "n_cases": int(n_cases),
+                       "seed": int(seed), "test_fraction": float(test_fraction)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def default_cohort(cache: str | os.PathLike | None = None, *, n_cases: int = DEFAULT_N_CASES,
+                   seed: int = DEFAULT_SEED, config: SynthConfig | None = None, test_fraction: float = 0.2,
+                   progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """The default synthetic cohort, generated on first use; returns its folder.
+
+    It lives in ``<cache>/psma-synth-<hash>`` (``cache`` defaults to
+    :func:`lossbench.paths.cache_dir`), the hash covering the config, ``n_cases``, ``seed``,
+    ``test_fraction`` and :data:`GENERATOR_VERSION`. Safe when several processes ask at once: each
+    generates into its own temporary folder and renames it into place; a process that finds the
+    folder already there discards its own copy.
+    """
+    _validate_cohort_args(n_cases, seed, test_fraction)
+    cfg = config or SynthConfig()
+    if cache is None:
+        from lossbench.paths import cache_dir
+
+        cache = cache_dir()
+    root = Path(cache).expanduser().absolute()
+    final = root / f"psma-synth-{cohort_key(cfg, n_cases, seed, test_fraction)}"
+    if (final / "manifest.json").is_file():
+        return final
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(final, "tmp")
+    except OSError as exc:
+        raise LossbenchError(f"cannot create the synthetic cohort in {root}: {exc.strerror or exc}") from None
+    try:
+        _write_cohort(tmp, int(n_cases), int(seed), cfg, float(test_fraction), progress)
+        try:
+            os.rename(tmp, final)  # atomic; replaces an empty folder, fails on a non-empty one
+        except OSError:
+            if not (final / "manifest.json").is_file():
+                raise LossbenchError(f"{final} exists but holds no complete cohort; delete it and retry") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
