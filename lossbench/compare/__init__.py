@@ -2,8 +2,11 @@
 
 - :mod:`lossbench.compare.loader` — which runs (all finished cell runs of an experiment, the children
   of a matrix run, or a list) and their ``evaluation/cases.csv`` tables, through lossbench.tracking;
-- :mod:`lossbench.compare.stats` — paired Wilcoxon signed-rank and Friedman tests per group × stratum
-  level × metric, the multiple-comparison correction, effect sizes (pure pandas / scipy / statsmodels);
+- :mod:`lossbench.compare.stats` — the tests: two-way (runs and cases random) primary test, exact
+  Wilcoxon with Hodges–Lehmann CI, Friedman, Nemenyi/Conover, Tarone and the corrections, rank stability;
+- :mod:`lossbench.compare.families` — the pre-specified families (confirmatory, strata, omnibus,
+  post-hoc, exploratory) and the test table;
+- :mod:`lossbench.compare.simulate` — simulated comparisons with planted truths (calibration);
 - :mod:`lossbench.compare.agreement` — Lin's CCC, Bland–Altman, TOST equivalence, CP / TDI of predicted
   against GT biomarkers;
 - :mod:`lossbench.compare.analysis` — from the per-case tables to a :class:`Comparison`;

@@ -18,20 +18,21 @@ independent, so the p-values of that mode are optimistic (pseudo-replication).
 Differences are rounded to 1e-10 so that floating-point noise from averaging does not create
 spurious non-zero differences or break ties.
 
-Wilcoxon signed-rank test (:func:`wilcoxon_pair`)
--------------------------------------------------
-``scipy.stats.wilcoxon`` on the non-zero differences, two-sided, ``zero_method="wilcox"`` (zero
-differences are dropped before ranking, Wilcoxon's original treatment and R's ``wilcox.test``);
-absolute differences are ranked with average ranks for ties. The method is chosen explicitly:
+Primary test (:func:`twoway_pair`)
+----------------------------------
+Candidate and baseline as runs × cases tables; training runs and cases both random (two-way
+random-effects model, method-of-moments variance components, Satterthwaite df; see
+:func:`twoway_variance`). Estimate: the mean paired difference, with its t CI. This is the default
+of ``lossbench compare`` (:mod:`lossbench.compare.families` labels the families).
 
-- ``exact``: no ties among the |d| and at most 50 non-zero differences — the exact null distribution;
-- ``exact-permutation``: ties and at most 13 non-zero differences — ``scipy.stats.PermutationMethod``,
-  which enumerates all 2**n sign flips (≤ 8192 < its 9999 resamples), so the p-value is exact and
-  deterministic;
-- ``normal``: otherwise — the normal approximation with the tie-corrected variance and without
-  continuity correction.
-
-The reported ``statistic`` is scipy's two-sided statistic min(T+, T−).
+Wilcoxon signed-rank test (:func:`wilcoxon_pair`, the secondary analysis)
+-------------------------------------------------------------------------
+Two-sided, zero differences dropped (``zero_method="wilcox"``), average ranks for ties. Up to
+:data:`EXACT_MAX` = 500 non-zero differences the p-value is exact, ties or not: the conditional
+null distribution of all 2**n sign flips by the shift algorithm (:func:`signed_rank_distribution`);
+above, the tie-corrected normal approximation without continuity correction. The statistic is
+min(T+, T−). Effect: the Hodges–Lehmann pseudo-median with its exact Wilcoxon-inverted CI
+(:func:`hodges_lehmann`) — the estimand of the test.
 
 Too few pairs
 -------------
@@ -52,20 +53,17 @@ value for every loss (complete blocks; chi-square approximation with scipy's tie
 Not run with fewer than ``min_pairs`` blocks, when every block is tied, or when even perfect
 agreement of all blocks could not give p ≤ alpha. Effect size: Kendall's W = χ² / (n (k − 1)).
 
-Correction (:func:`correct`)
-----------------------------
-``statsmodels.stats.multitest.multipletests`` over **every test that was run** in the table
-(all groups, strata, levels, metrics, Wilcoxon and Friedman together): ``holm`` (default; strong
-family-wise error control), ``bonferroni`` (the study's choice) or ``fdr_bh`` (Benjamini–Hochberg
-false discovery rate). ``significant`` is multipletests' reject decision at ``alpha``.
+Correction (:func:`adjust_pvalues`, :func:`family_correct`)
+------------------------------------------------------------
+Holm (default), Bonferroni or Benjamini–Hochberg over one family, after Tarone's selection of the
+tests whose smallest attainable p-value can pass the family's threshold (:func:`tarone_select`).
+:func:`paired_tests` (one family over a whole table of Wilcoxon tests) is kept as a building block;
+``lossbench compare`` builds pre-specified families in :mod:`lossbench.compare.families`.
 
-Effect sizes
-------------
-- ``median_diff``: median of all paired differences A − B (zeros included), with a percentile
-  bootstrap confidence interval at level 1 − alpha (``scipy.stats.bootstrap``, ``n_boot``
-  resamples, seeded per row from ``seed`` and the row's key, so results do not depend on the order
-  in which tests are run). The interval is per test, not adjusted for multiplicity.
-- ``mean_diff``: mean paired difference.
+Effect sizes of :func:`paired_tests`
+------------------------------------
+- ``estimate``, ``ci_low``, ``ci_high``: Hodges–Lehmann estimate and exact CI at 1 − alpha.
+- ``median_diff``, ``mean_diff``: median and mean paired difference A − B.
 - ``rank_biserial``: matched-pairs rank-biserial correlation (Kerby 2014),
   (T+ − T−) / (T+ + T−) over the non-zero differences: +1 when A is larger in every pair, −1 when
   B is.
