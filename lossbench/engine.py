@@ -324,11 +324,10 @@ class Cell:
 
     # state ---------------------------------------------------------------------------------
     def _state(self, epoch: int, best: dict[str, Any], history: list[dict[str, float]], run_id: str) -> dict:
-        import numpy as np
-        import torch
-
         return {
-            "format": "lossbench-state/1",
+            # No RNG states: every epoch reseeds from (seed, epoch), so a resumed run needs none, and
+            # the file stays loadable with torch.load(weights_only=True) (tensors and plain values only).
+            "format": "lossbench-state/2",
             "identity": self.prepared.identity,
             "run_id": run_id,
             "epoch": epoch,
@@ -336,7 +335,6 @@ class Cell:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             "best": best,
             "history": history,
         }
@@ -344,13 +342,22 @@ class Cell:
     def load_state(self) -> dict | None:
         import torch
 
+        from lossbench.fsio import remove_stale_temps
+
+        remove_stale_temps(self.folder, STATE_FILE)  # left by a process killed while writing it
         path = self.folder / STATE_FILE
         if not path.exists():
             return None
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a torn or foreign file: start over, say so
-            raise LossbenchError(f"checkpoint {path} cannot be read ({exc}); delete it or run with --force") from None
+            # weights_only: a crafted file cannot run code; only tensors and plain values load.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a torn, foreign or crafted file: say so, run nothing from it
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LossbenchError(f"checkpoint {path} cannot be read safely ({first}); delete it or run with "
+                                 "--force") from None
+        if not isinstance(state, dict) or state.get("format") != "lossbench-state/2":
+            raise LossbenchError(f"checkpoint {path} is not a lossbench state file of this version; delete it or "
+                                 "run with --force")
         if state.get("identity") != self.prepared.identity:
             return None
         return state

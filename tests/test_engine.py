@@ -42,3 +42,51 @@ def test_failure_hook(monkeypatch):
     monkeypatch.setenv("LOSSBENCH_FAIL_AT_EPOCH", "soon")
     with pytest.raises(LossbenchError):
         injected_failure_epoch("x")
+
+
+def _cell_for_state(folder, identity="cell-id"):
+    """A Cell with only what load_state reads (its folder and the prepared identity)."""
+    from lossbench.engine import Cell
+
+    cell = Cell.__new__(Cell)
+    cell.folder = folder
+    cell.prepared = SimpleNamespace(identity=identity)
+    return cell
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: a crafted checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_runs_no_code(tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    torch.save({"identity": "cell-id", "format": "lossbench-state/2", "x": _RunsCode(marker)}, tmp_path / "state.pt")
+    with pytest.raises(LossbenchError, match="cannot be read safely"):
+        _cell_for_state(tmp_path).load_state()
+    assert not marker.exists()
+
+
+def test_state_loads_with_weights_only_and_stale_temporaries_are_removed(tmp_path):
+    import torch
+
+    from lossbench.engine import atomic_torch_save
+
+    state = {"format": "lossbench-state/2", "identity": "cell-id", "run_id": "r", "epoch": 3,
+             "model": {"w": torch.ones(2)}, "best": {"epoch": 1, "dice": 0.5, "model": None},
+             "history": [{"train_loss": 0.1}]}
+    atomic_torch_save(state, tmp_path / "state.pt")
+    (tmp_path / ".state.pt.123.abc.tmp").write_bytes(b"torn")  # a write killed half-way
+    loaded = _cell_for_state(tmp_path).load_state()
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], torch.ones(2))
+    assert not list(tmp_path.glob(".state.pt.*.tmp"))
+    assert _cell_for_state(tmp_path, identity="another").load_state() is None  # another cell's state
