@@ -38,7 +38,10 @@ from lossbench.runconfig import RunConfig, code_version
 
 STATE_FILE = "state.pt"
 LOCK_FILE = "lock"
+OWNER_FILE = "owner"
 BEST_ARTIFACT = "best_model.pt"
+#: Per test case, the PET MIP with TP / FN / FP outlines (lossbench.evaluation.pictures).
+PICTURES_ARTIFACT = "pictures"
 
 
 class CellAlreadyFinished(Exception):
@@ -88,6 +91,19 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def lr_schedule(optimizer: Any, epochs: int, warmup_epochs: int = 0) -> Any:
+    """Cosine decay of the learning rate over the epochs (the reference's schedule), after an
+    optional linear warm-up of ``warmup_epochs`` from lr/(warmup+1) to lr. Stepped once per epoch."""
+    import torch
+
+    if warmup_epochs <= 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=0.0)
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup_epochs + 1), end_factor=1.0,
+                                             total_iters=warmup_epochs)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs - warmup_epochs, eta_min=0.0)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cosine], milestones=[warmup_epochs])
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     digest = hashlib.sha256(f"lossbench:{seed}:{epoch}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
@@ -116,35 +132,34 @@ def resolve_device(device: str) -> Any:
 
 @contextlib.contextmanager
 def cell_lock(folder: Path) -> Iterator[None]:
-    """One process per cell: a second one gets a clear error instead of corrupting the checkpoint."""
+    """One process per cell: a second one gets a clear error instead of corrupting the checkpoint.
+
+    An OS lock (``flock`` through :mod:`filelock`) on ``<folder>/lock``: the kernel releases it when
+    the holder exits in any way, ``kill -9`` included, so there is no stale lock to guess about and
+    no PID that another process could have reused. The lock file itself stays (removing it would
+    let two processes lock two different files); ``<folder>/owner`` names the holder's process for
+    the message.
+    """
+    from filelock import FileLock, Timeout
+
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
+    owner = folder / OWNER_FILE
+    handle = FileLock(str(lock), timeout=0)
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+        handle.acquire()
+    except Timeout:
         try:
-            pid = int(lock.read_text().strip() or "0")
+            who = f" in process {int(owner.read_text().strip())}"
         except (OSError, ValueError):
-            pid = 0
-        alive = False
-        if pid > 0:
-            try:
-                os.kill(pid, 0)
-                alive = True
-            except ProcessLookupError:
-                alive = False
-            except PermissionError:
-                alive = True
-        if alive and pid != os.getpid():
-            raise LossbenchError(f"this cell is already running in process {pid} (lock {lock})") from None
-        lock.unlink(missing_ok=True)  # stale lock of a killed process
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(str(os.getpid()))
+            who = ""
+        raise LossbenchError(f"this cell is already running{who} (lock {lock})") from None
     try:
+        owner.write_text(f"{os.getpid()}\n")
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        owner.unlink(missing_ok=True)
+        handle.release()
 
 
 # -- preparation: every check before training ------------------------------------------------
@@ -283,7 +298,7 @@ class Cell:
                              spatial_dims=3).to(self.device)
         self.loss = reg.build("loss", self.config.loss, self.config.loss_params).to(self.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.config.epochs, eta_min=0.0)
+        self.scheduler = lr_schedule(self.optimizer, self.config.epochs, self.config.warmup_epochs)
         self.use_amp = bool(self.config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
@@ -291,8 +306,9 @@ class Cell:
         from monai.data import CacheDataset
 
         ds = self.prepared.dataset
-        self.train_tf = ds.transforms("train", patch=self.config.patch, spacing=self.config.spacing, pos_neg=self.config.pos_neg,
-                                      affine_prob=self.config.affine_prob)
+        self.train_tf = ds.transforms("train", patch=self.config.patch, spacing=self.config.spacing,
+                                      pos_neg=self.config.pos_neg, affine_prob=self.config.affine_prob,
+                                      num_samples=self.config.num_samples)
         self.val_tf = ds.transforms("val", spacing=self.config.spacing)
         train_cases = ds.cases_by_id(self.prepared.train_ids)
         val_cases = ds.cases_by_id(self.prepared.val_ids)
@@ -378,6 +394,12 @@ class Cell:
             best, history = state["best"], state["history"]
             start_epoch = state["epoch"] + 1
             resumed_from = state["epoch"]
+            self._log_unlogged_epochs(run_id, history)
+
+        # An epoch's metrics go to MLflow only after the checkpoint that contains it is written:
+        # a kill before the checkpoint re-runs the epoch and logs it then, a kill after it is made
+        # good by _log_unlogged_epochs at the next start. So each epoch is logged exactly once.
+        pending: list[tuple[int, dict[str, float]]] = []
 
         epochs_task = self._task("epochs", total=self.config.epochs, completed=start_epoch)
         for epoch in range(start_epoch, self.config.epochs):
@@ -398,13 +420,16 @@ class Cell:
                 metrics["val_dice_best"] = best["dice"] if best["epoch"] >= 0 else float("nan")
             metrics["epoch_seconds"] = time.perf_counter() - t_epoch
             history.append({"epoch": epoch, **metrics})
-            t0 = time.perf_counter()
-            self.tracker.log_metrics(run_id, metrics, step=epoch)
-            self.timings["logging"] += time.perf_counter() - t0
+            pending.append((epoch, metrics))
             if "val_dice" in metrics:
                 t0 = time.perf_counter()
                 atomic_torch_save(self._state(epoch, best, history, run_id), self.folder / STATE_FILE)
                 self.timings["checkpoint"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for step, values in pending:
+                    self.tracker.log_metrics(run_id, values, step=step)
+                pending.clear()
+                self.timings["logging"] += time.perf_counter() - t0
                 self._say(f"epoch {epoch + 1}/{self.config.epochs}: train loss {metrics['train_loss']:.4f}, "
                           f"validation Dice {metrics['val_dice']:.4f} (best {metrics['val_dice_best']:.4f}), "
                           f"checkpoint saved")
@@ -417,12 +442,24 @@ class Cell:
         self.net.load_state_dict(best["model"])
         summary = self._test_and_log(run_id, best)
         summary.update({f"time_{k}_seconds": v for k, v in self.timings.items()})
-        self.tracker.log_metrics(run_id, summary, step=self.config.epochs)
+        # log_metrics_once: a re-run after a kill that came after this line logs nothing twice
+        self.tracker.log_metrics_once(run_id, summary, step=self.config.epochs)
         return CellResult(
             run_id=run_id, status="finished", best_epoch=best["epoch"], best_val_dice=best["dice"], summary=summary,
-            tracking_uri=self.tracker.uri, experiment=self.tracker.experiment,
+            tracking_uri=self.tracker.shown_uri, experiment=self.tracker.experiment,
             run_url=self.tracker.run_url(run_id), resumed_from=resumed_from,
         )
+
+    def _log_unlogged_epochs(self, run_id: str, history: list[dict[str, float]]) -> None:
+        """Log the checkpointed epochs that MLflow lacks (the process was killed between writing the
+        checkpoint and logging them); epochs already logged are left alone."""
+        keys = sorted({k for entry in history for k in entry if k != "epoch"})
+        logged = self.tracker.logged_steps(run_id, keys)
+        for entry in history:
+            step = int(entry["epoch"])
+            missing = {k: v for k, v in entry.items() if k != "epoch" and step not in logged.get(k, ())}
+            if missing:
+                self.tracker.log_metrics(run_id, missing, step=step)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         import torch
@@ -482,6 +519,7 @@ class Cell:
 
         from lossbench.evaluation import evaluate_case, stratify, summarize
         from lossbench.evaluation.io import read_image
+        from lossbench.evaluation.pictures import mip_png
 
         ds = self.prepared.dataset
         self.net.eval()
@@ -491,6 +529,8 @@ class Cell:
         try:
             pred_dir = out_dir / "predictions"
             pred_dir.mkdir()
+            pictures_dir = out_dir / "pictures"
+            pictures_dir.mkdir()
             case_rows, lesion_rows = [], []
             task = self._task("test inference", total=len(cases))
             for case, item_dict in zip(cases, ds.data_dicts(cases)):
@@ -505,6 +545,9 @@ class Cell:
                     )
                 nib.save(nib.Nifti1Image(mask.astype(np.uint8), pet.affine), str(pred_dir / f"{case.id}.nii.gz"))
                 result = evaluate_case(mask, gt, pet.array, pet.spacing, case_id=case.id)
+                (pictures_dir / f"{case.id}.png").write_bytes(mip_png(
+                    pet.array, gt, mask, pet.affine,
+                    title=f"{case.id}: {self.config.loss} × {self.config.network}, Dice {result.case['dice']:.2f}"))
                 case_rows.append(result.case)
                 lesion_rows.extend(result.lesions)
                 self._advance(task)
@@ -530,6 +573,7 @@ class Cell:
             self.tracker.log_artifacts(run_id, [eval_dir / "cases.csv", eval_dir / "lesions.csv",
                                                 eval_dir / "summary.csv"], "evaluation")
             self.tracker.log_artifacts(run_id, sorted(pred_dir.iterdir()), "predictions")
+            self.tracker.log_artifacts(run_id, sorted(pictures_dir.iterdir()), PICTURES_ARTIFACT)
             self.tracker.log_artifacts(run_id, [out_dir / "config.json", model_path, splits])
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -594,13 +638,17 @@ def run_cell(
     on_start: Callable[[str, bool], None] | None = None,
 ) -> CellResult:
     """Train and evaluate one prepared cell, logging to MLflow; resume or skip as the store says."""
-    from lossbench.tracking import CELL_TAG, KIND_TAG, Tracker
+    from lossbench.tracking import CELL_TAG, KIND_TAG, Tracker, check_experiment_name
 
     torch_device = resolve_device(device)
-    tracker = Tracker(tracking_uri, experiment)
+    check_experiment_name(experiment)
+    paths.ensure_home()
     fail_at = injected_failure_epoch(prepared.config.name)
-    cell = Cell(prepared, tracker, torch_device, progress=progress, fail_at_epoch=fail_at)
-    with cell_lock(cell.folder):
+    folder = paths.checkpoints_dir() / prepared.identity
+    # the lock first: a second process of this cell stops here, before it touches the store
+    with cell_lock(folder):
+        tracker = Tracker(tracking_uri, experiment)
+        cell = Cell(prepared, tracker, torch_device, progress=progress, fail_at_epoch=fail_at)
         newest = tracker.latest_cell_run(prepared.identity)
         if newest is not None and newest.finished and not force:
             raise CellAlreadyFinished(newest.id)
@@ -609,9 +657,12 @@ def run_cell(
                      and (state is None or state.get("run_id") == newest.id))
         if resume and not resumable:
             raise LossbenchError("--resume: this cell has no interrupted run to continue; run it without --resume")
+        params = None
         if resumable and not force:
             run_id = newest.id
             tracker.reopen(run_id)
+            if not newest.params.get("split.sha256"):  # killed between creating the run and its params
+                params = run_params(prepared, torch_device, extra_params or {})
         else:
             if force:
                 (cell.folder / STATE_FILE).unlink(missing_ok=True)
@@ -621,11 +672,13 @@ def run_cell(
             tags = {CELL_TAG: prepared.identity, KIND_TAG: "cell", "lossbench.loss": prepared.config.loss,
                     "lossbench.network": prepared.config.network, "lossbench.fold": str(prepared.config.fold),
                     "lossbench.seed": str(prepared.config.seed), "lossbench.preset": prepared.config.preset}
+            params = run_params(prepared, torch_device, extra_params or {})  # before the run: nothing to fail
             run_id = tracker.start_run(prepared.config.name, tags, parent_run_id=parent_run_id)
-            tracker.log_params(run_id, run_params(prepared, torch_device, extra_params or {}))
-        if on_start is not None:
-            on_start(run_id, state is not None)
         try:
+            if params is not None:
+                tracker.log_params(run_id, params)  # only the params the run lacks
+            if on_start is not None:
+                on_start(run_id, state is not None)
             result = cell.run(run_id, state)
         except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -648,5 +701,5 @@ def finished_result(tracking_uri: str | None, experiment: str, run_id: str) -> C
     return CellResult(
         run_id=run_id, status="skipped", best_epoch=int(metrics.get("best_epoch", -1)),
         best_val_dice=float(metrics.get("best_val_dice", float("nan"))), summary=metrics,
-        tracking_uri=tracker.uri, experiment=experiment, run_url=tracker.run_url(run_id),
+        tracking_uri=tracker.shown_uri, experiment=experiment, run_url=tracker.run_url(run_id),
     )

@@ -21,6 +21,23 @@ def home() -> Path:
     return Path(os.environ.get(HOME_ENV) or "lossbench-data").expanduser().resolve()
 
 
+def ensure_home() -> Path:
+    """Create ``$LOSSBENCH_HOME`` if needed; a one-line error if it cannot be a folder."""
+    from lossbench.errors import LossbenchError
+
+    folder = home()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LossbenchError(f"{HOME_ENV} {folder} cannot be a folder: it, or a folder above it, is a file; "
+                             f"point {HOME_ENV} at a folder") from None
+    except OSError as exc:
+        raise LossbenchError(f"cannot create {HOME_ENV} {folder}: {exc.strerror or exc}") from None
+    if not folder.is_dir():
+        raise LossbenchError(f"{HOME_ENV} {folder} is not a folder; point {HOME_ENV} at a folder")
+    return folder
+
+
 def cache_dir() -> Path:
     return home() / "cache"
 

@@ -10,6 +10,14 @@ Default store: SQLite at ``$LOSSBENCH_HOME/mlflow.db`` with artifacts in
 ``--tracking-uri http://host:port`` uses a tracking server instead; it is checked before
 anything runs, so an unreachable server is one clear error, not a hang mid-training.
 
+Credentials: a password-protected server takes ``http://user:password@host:port`` or, better
+(nothing on a command line), MLflow's own ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
+Wherever lossbench shows or stores a URI or an error (messages, run tags, reports, command
+lines) it goes through :func:`redact` first, which masks the password.
+
+A fresh SQLite store is created (tables, migrations, the experiment) by one process at a time,
+under ``$LOSSBENCH_HOME/mlflow.db.lock``: cells started at once do not race MLflow's migrations.
+
 Metrics and params are written with ``log_batch`` (one call per epoch, not one per metric:
 a single-metric call costs ~9 ms on SQLite and 20–60 ms against a server).
 """
@@ -25,8 +33,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -60,29 +70,95 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # we print where to look ourselves
 
 
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):(?P<password>[^/@\s]*)@")
+
+
+def redact(text: str) -> str:
+    """``text`` with every URI password masked (``http://user:***@host``), and the password of
+    ``MLFLOW_TRACKING_PASSWORD`` wherever it appears: use it on anything shown or stored."""
+    out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+    secret = os.environ.get(PASSWORD_ENV, "")
+    if len(secret) >= 3:
+        out = out.replace(secret, "***")
+    return out
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """``http://user:pw@host:port/x`` -> (``http://host:port/x``, user, pw); no userinfo -> (uri, None, None)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    clean = urllib.parse.urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return clean, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+def check_experiment_name(name: str) -> str:
+    """Refuse an experiment name that would put its artifacts outside ``$LOSSBENCH_HOME/mlartifacts``."""
+    bad = (not name or not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+           or "\0" in name or Path(name).is_absolute())
+    if bad:
+        raise LossbenchError(f"--experiment {name!r} is not a usable experiment name: it names the folder "
+                             "mlartifacts/<experiment>, so it cannot be empty, '.' or '..', or contain '/' or '\\'")
+    return name
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     """``None`` means the embedded SQLite store under ``$LOSSBENCH_HOME``."""
     if not uri:
-        paths.home().mkdir(parents=True, exist_ok=True)
+        paths.ensure_home()
         return paths.default_tracking_uri()
     return uri
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """For http(s) URIs, ask the server's ``/health`` endpoint; raise a one-line error if it is down."""
+    """For http(s) URIs, ask the server's ``/health`` endpoint; raise a one-line error if it is down.
+
+    Credentials of the URI, or else ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, are
+    sent as HTTP basic auth (what MLflow itself sends), so a password-protected server passes.
+    """
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
+    import base64
+
+    clean, user, password = split_credentials(uri)
+    if user is None and os.environ.get(USERNAME_ENV):
+        user, password = os.environ[USERNAME_ENV], os.environ.get(PASSWORD_ENV, "")
+    request = urllib.request.Request(clean.rstrip("/") + "/health")
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
+        request.add_header("Authorization", f"Basic {token}")
+    shown = redact(uri)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - user-given URI
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - user-given URI
             if response.status != 200:
-                raise TrackingError(f"tracking server {uri} answered {response.status} on /health")
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
+                raise TrackingError(f"tracking server {shown} answered {response.status} on /health")
+    except urllib.error.HTTPError as exc:
+        hint = (f"; give the credentials with {USERNAME_ENV} and {PASSWORD_ENV}" if exc.code in (401, 403) else "")
+        raise TrackingError(f"tracking server {shown} answered {exc.code} ({exc.reason}) on /health{hint}") from None
+    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
+        reason = redact(str(getattr(exc, "reason", exc)))
         raise TrackingError(
-            f"tracking server {uri} is unreachable ({reason}); start it (e.g. `mlflow server --host 127.0.0.1 "
+            f"tracking server {shown} is unreachable ({reason}); start it (e.g. `mlflow server --host 127.0.0.1 "
             f"--port 5000`) or leave out --tracking-uri to use the embedded store in {paths.home()}"
         ) from None
+
+
+@contextlib.contextmanager
+def _store_init_lock(uri: str) -> Iterator[None]:
+    """Hold ``<store>.lock`` while a process first opens a SQLite store (creation and migrations)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=600):
+        yield
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -145,32 +221,35 @@ class Tracker:
     ) -> None:
         """Open ``experiment`` in the store, creating it unless ``create`` is false (readers)."""
         _quiet_mlflow()
+        check_experiment_name(experiment)
         self.uri = resolve_tracking_uri(tracking_uri)
         check_reachable(self.uri)
         from mlflow.tracking import MlflowClient
 
         _quiet_mlflow()  # mlflow sets its own logger levels when imported
+        shown = redact(self.uri)
         try:
             self._client = MlflowClient(tracking_uri=self.uri)
-            found = self._client.get_experiment_by_name(experiment)
-            if found is None and not create:
-                raise TrackingError(f"no experiment {experiment!r} in {self.uri}")
-            if found is None:
-                location = None
-                if self.uri.startswith("sqlite:"):
-                    location = (paths.default_artifact_root() / experiment).as_uri()
-                self.experiment_id = self._client.create_experiment(experiment, artifact_location=location)
-            else:
-                if found.lifecycle_stage == "deleted":
-                    raise TrackingError(
-                        f"experiment {experiment!r} is deleted in {self.uri}; restore it in the MLflow UI "
-                        "or choose another --experiment"
-                    )
-                self.experiment_id = found.experiment_id
+            with _store_init_lock(self.uri):  # the first access creates and migrates a SQLite store
+                found = self._client.get_experiment_by_name(experiment)
+                if found is None and not create:
+                    raise TrackingError(f"no experiment {experiment!r} in {shown}")
+                if found is None:
+                    location = None
+                    if self.uri.startswith("sqlite:"):
+                        location = (paths.default_artifact_root() / experiment).as_uri()
+                    self.experiment_id = self._client.create_experiment(experiment, artifact_location=location)
+                else:
+                    if found.lifecycle_stage == "deleted":
+                        raise TrackingError(
+                            f"experiment {experiment!r} is deleted in {shown}; restore it in the MLflow UI "
+                            "or choose another --experiment"
+                        )
+                    self.experiment_id = found.experiment_id
         except LossbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure is one line for the user
-            raise TrackingError(f"cannot use tracking store {self.uri}: {type(exc).__name__}: {exc}") from None
+            raise TrackingError(redact(f"cannot use tracking store {self.uri}: {type(exc).__name__}: {exc}")) from None
         self.experiment = experiment
 
     @property
@@ -252,6 +331,7 @@ class Tracker:
 
     def fail(self, run_id: str, error: str) -> None:
         """Mark the run FAILED with its error (tag ``lossbench.error`` and the run description)."""
+        error = redact(error)
         try:
             self._client.set_tag(run_id, ERROR_TAG, error[:MAX_PARAM_LENGTH])
             self._client.set_tag(run_id, "mlflow.note.content", f"FAILED: {error}"[:MAX_PARAM_LENGTH])
@@ -264,7 +344,9 @@ class Tracker:
 
         flat = flatten_params(params)
         existing = self._client.get_run(run_id).data.params
-        items = [Param(k, v) for k, v in sorted(flat.items()) if existing.get(k) != v]
+        # only what the run lacks: a logged param is never changed (MLflow refuses that), and a run
+        # whose params were cut short by a kill gets the rest
+        items = [Param(k, redact(v)) for k, v in sorted(flat.items()) if k not in existing]
         for start in range(0, len(items), PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=items[start:start + PARAMS_PER_BATCH])
 
@@ -275,6 +357,16 @@ class Tracker:
         items = [Metric(k, float(v), stamp, step or 0) for k, v in metrics.items() if v is not None]
         for start in range(0, len(items), METRICS_PER_BATCH):
             self._client.log_batch(run_id, metrics=items[start:start + METRICS_PER_BATCH])
+
+    def logged_steps(self, run_id: str, keys: Iterable[str]) -> dict[str, set[int]]:
+        """The steps at which each metric of ``keys`` has been logged in the run."""
+        return {key: {m.step for m in self._client.get_metric_history(run_id, key)} for key in keys}
+
+    def log_metrics_once(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log only the metrics the run does not have yet (metrics logged once per run, e.g. the
+        summary: a re-run after a kill that came after the logging adds no second value)."""
+        have = self._client.get_run(run_id).data.metrics
+        self.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in have}, step=step)
 
     def log_artifacts(self, run_id: str, files: Iterable[Path | str], artifact_path: str | None = None) -> None:
         for path in files:
@@ -303,6 +395,14 @@ class Tracker:
             except Exception as exc:  # noqa: BLE001 - a missing or torn artifact: one line naming it
                 raise TrackingError(f"cannot read {artifact} of run {run_id}: {type(exc).__name__}: {exc}") from None
 
+    def read_bytes(self, run_id: str, artifact: str) -> bytes:
+        """The bytes of one artifact of a run (a one-line error if it cannot be read)."""
+        with tempfile.TemporaryDirectory(prefix="lossbench-artifact-") as tmp:
+            try:
+                return self.download(run_id, artifact, tmp).read_bytes()
+            except Exception as exc:  # noqa: BLE001 - a missing or torn artifact: one line naming it
+                raise TrackingError(f"cannot read {artifact} of run {run_id}: {type(exc).__name__}: {exc}") from None
+
     def read_table(self, run_id: str, artifact: str, **read_csv: Any) -> pd.DataFrame:
         """A CSV artifact of a run as a DataFrame (``read_csv`` options passed to pandas)."""
         import pandas as pd
@@ -313,9 +413,15 @@ class Tracker:
             except Exception as exc:  # noqa: BLE001 - a missing or torn artifact: one line naming it
                 raise TrackingError(f"cannot read {artifact} of run {run_id}: {type(exc).__name__}: {exc}") from None
 
+    @property
+    def shown_uri(self) -> str:
+        """The store's URI as it may be shown or stored (password masked)."""
+        return redact(self.uri)
+
     def run_url(self, run_id: str) -> str:
         if self.uri.startswith(("http://", "https://")):
-            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+            clean = split_credentials(self.uri)[0]  # a link to paste in a browser: no credentials in it
+            return f"{clean.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
         return f"lossbench ui  →  experiment {self.experiment!r}, run {run_id}"
 
 
