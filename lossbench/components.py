@@ -16,8 +16,8 @@ from typing import Any
 
 from lossbench.errors import ParameterError, PluginError
 
-KINDS: tuple[str, ...] = ("loss", "network", "dataset")
-PLURALS: dict[str, str] = {"loss": "losses", "network": "networks", "dataset": "datasets"}
+KINDS: tuple[str, ...] = ("loss", "network", "dataset", "executor")
+PLURALS: dict[str, str] = {"loss": "losses", "network": "networks", "dataset": "datasets", "executor": "executors"}
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -163,7 +163,7 @@ def _coerce_scalar(kind: type, value: Any, param: Param) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Component:
-    """A registered loss, network or dataset.
+    """A registered loss, network, dataset or executor (where a matrix runs its cells).
 
     ``plugin``, ``distribution`` and ``version`` are filled in by the registry: they name the
     plugin (entry point) and the installed distribution that provided the component.

@@ -42,6 +42,18 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_executors(register: Register) -> None:
+    """Register executors, where ``lossbench matrix --executor NAME`` runs its cells:
+    ``register(Component(kind="executor", ...))``.
+
+    The factory takes the component's parameters (``-X key=value``) plus the matrix's context
+    (``jobs``, ``work``: accept ``**context``) and returns a :class:`lossbench.executors.Executor`.
+    It receives each cell as its ``lossbench run`` argv and nothing else (see
+    :mod:`lossbench.executors`). Import the engine's packages (ray, submitit) inside the factory.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``lossbench`` CLI (as simonw/llm's ``register_commands``).
 

@@ -3,12 +3,15 @@
 Each cell runs as its own ``lossbench run`` process (a crash in one cannot take the others
 down), with its complete settings on the command line, so a failed cell can be re-run by hand
 with the command the summary prints. Cells already FINISHED in MLflow are skipped without
-starting a process; interrupted ones resume (``lossbench run`` does that by itself).
+starting a process; interrupted ones resume (``lossbench run`` does that by itself). Where the
+processes run is the executor's business (``--executor local|ray|slurm``, :mod:`lossbench.executors`);
+the matrix only hands over argvs and reads the runs back from MLflow by identity.
 
 SQLite does not take concurrent writers ("database is locked"), so with ``--jobs`` > 1 and the
 embedded store the matrix starts a local ``mlflow server`` on 127.0.0.1 over the same store and
 artifact folder, points every cell at it, and stops it by its process id at the end — also when
-the matrix fails. A user-given ``--tracking-uri`` server is used as it is.
+the matrix fails, and also when it is killed (the server dies with it; a re-run stops a recorded
+server that survived). A user-given ``--tracking-uri`` server is used as it is.
 """
 
 from __future__ import annotations
@@ -17,9 +20,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 from lossbench import paths
 from lossbench.errors import LossbenchError, ParameterError
 from lossbench.runconfig import TRAIN_FIELDS, RunConfig
-from lossbench.tracking import stop_process_group
 
 if TYPE_CHECKING:
     from lossbench.registry import Registry
 
 BUDGET_FIELDS = ("dataset", "dataset_params", "preset", *TRAIN_FIELDS)
+#: The record of the local MLflow server of parallel cells, in the matrix's work folder.
+SERVER_RECORD = "mlflow-server.json"
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -109,76 +110,14 @@ class CellJob:
     config: RunConfig
     identity: str
     command: list[str]
-    status: str = "pending"  # pending | skipped | running | finished | failed
+    status: str = "pending"  # pending | skipped | submitted | running | finished | failed
     run_id: str = ""
     error: str = ""
     log: Path | None = None
     seconds: float = 0.0
-    process: subprocess.Popen | None = dataclasses.field(default=None, repr=False)
     started: float = 0.0
-    gpu: str | None = None
-
-
-def gpu_slots() -> list[str]:
-    """One entry per visible GPU (as CUDA_VISIBLE_DEVICES values); empty on a CPU machine."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
-    try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - no torch CUDA: CPU only
-        return []
-
-
-def run_jobs(jobs: Sequence[CellJob], *, max_parallel: int, env: dict[str, str], on_change: Any = None) -> None:
-    """Run pending jobs as subprocesses, ``max_parallel`` at a time, one GPU per job where GPUs exist."""
-    gpus = gpu_slots()
-    free_gpus = list(gpus)
-    pending = [j for j in jobs if j.status == "pending"]
-    running: list[CellJob] = []
-    exe = [sys.executable, "-m", "lossbench"]
-    try:
-        while pending or running:
-            while pending and len(running) < max_parallel and (not gpus or free_gpus):
-                job = pending.pop(0)
-                job_env = dict(env)
-                if gpus:
-                    job.gpu = free_gpus.pop(0)
-                    job_env["CUDA_VISIBLE_DEVICES"] = job.gpu
-                assert job.log is not None
-                job.log.parent.mkdir(parents=True, exist_ok=True)
-                with open(job.log, "wb") as log:
-                    job.process = subprocess.Popen(exe + job.command[1:], stdout=log, stderr=subprocess.STDOUT,
-                                                   env=job_env, start_new_session=True)
-                job.status, job.started = "running", time.monotonic()
-                running.append(job)
-                if on_change:
-                    on_change(job)
-            time.sleep(0.5)
-            for job in list(running):
-                code = job.process.poll() if job.process else None
-                if code is None:
-                    continue
-                running.remove(job)
-                job.seconds = time.monotonic() - job.started
-                if job.gpu is not None:
-                    free_gpus.append(job.gpu)
-                if code == 0:
-                    job.status = "finished"
-                else:
-                    job.status = "failed"
-                    lines = job.log.read_text(errors="replace").strip().splitlines() if job.log else []
-                    errors = [ln for ln in lines if ln.startswith("error:")]
-                    job.error = (errors[-1] if errors else (lines[-1] if lines else f"exit code {code}"))[:500]
-                if on_change:
-                    on_change(job)
-    finally:
-        for job in running:
-            if job.process is not None:
-                stop_process_group(job.process)
-                job.status, job.error = "failed", "interrupted"
+    host: str = ""
+    attempt: int = 0
 
 
 # -- the whole matrix ------------------------------------------------------------------------------
@@ -203,22 +142,26 @@ def run_matrix(
     reg: Registry, *, loss: str, net: str, folds: str, seeds: str, dataset: str | None = None,
     data: str | None = None, preset: str | None = None, train: dict[str, Any] | None = None,
     loss_param: Sequence[str] = (), net_param: Sequence[str] = (), data_param: Sequence[str] = (),
-    config: Path | None = None, experiment: str = "lossbench", tracking_uri: str | None = None, jobs: int = 1,
-    device: str = "auto", dry_run: bool = False, on_checking: Callable[[int], Any] | None = None,
+    config: Path | None = None, experiment: str = "lossbench", tracking_uri: str | None = None,
+    jobs: int | None = None, device: str = "auto", dry_run: bool = False, executor: str | None = None,
+    executor_options: Sequence[str] = (), on_checking: Callable[[int], Any] | None = None,
     on_note: Callable[[str], None] | None = None, on_change: Callable[[CellJob], None] | None = None,
 ) -> MatrixResult:
     """Expand, check and run a matrix; returns every cell's outcome (the caller prints).
 
     Every cell is checked (settings and data) before anything runs; cells FINISHED in the store
-    are skipped; the others run as ``lossbench run`` processes, ``jobs`` at a time, as children of
-    one parent run per matrix (reopened when the same matrix runs again).
+    are skipped; the others are handed as ``lossbench run`` argvs to the executor (``local``
+    processes by default, ``jobs`` at a time; see :mod:`lossbench.executors`), as children of one
+    parent run per matrix (reopened when the same matrix runs again). Run ids are read back from
+    the store by each cell's identity.
     """
     from lossbench.engine import prepare, resolve_device
-    from lossbench.settings import build_config, cell_argv
-    from lossbench.tracking import KIND_TAG, MATRIX_TAG, Tracker, serve
+    from lossbench.executors import build_executor, preflight
+    from lossbench.settings import build_config
+    from lossbench.tracking import Tracker
 
     note = on_note or (lambda text: None)
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise LossbenchError(f"--jobs must be >= 1, got {jobs}")
     resolve_device(device)
     losses = parse_names(loss, "--loss")
@@ -256,6 +199,24 @@ def run_matrix(
     if dry_run:
         return result
 
+    with build_executor(reg, executor, executor_options, jobs=jobs, work=work) as exe:
+        preflight(exe, tracking_uri=tracker.uri, artifact_location=tracker.artifact_location,
+                  shared_fs=getattr(exe, "shared_fs", False))
+        _run_cells(tracker, exe, result, shared=shared, losses=losses, nets=nets, folds=fold_list, seeds=seed_list,
+                   experiment=experiment, tracking_uri=tracking_uri, device=device, note=note, on_change=on_change)
+    result.metrics = {j.run_id: dict(tracker.run(j.run_id).metrics) for j in job_list if j.run_id}
+    return result
+
+
+def _run_cells(tracker: Any, exe: Any, result: MatrixResult, *, shared: dict[str, Any], losses: list[str],
+               nets: list[str], folds: list[int], seeds: list[int], experiment: str, tracking_uri: str | None,
+               device: str, note: Callable[[str], None], on_change: Callable[[CellJob], None] | None) -> None:
+    """The parent run, then every pending cell through the executor ``exe``."""
+    from lossbench.executors import CellTask, execute, forwarded_env
+    from lossbench.settings import cell_argv
+    from lossbench.tracking import KIND_TAG, MATRIX_TAG, serve
+
+    job_list, mid, work = result.jobs, result.matrix_id, result.work
     parent = tracker.find_matrix_parent(mid)
     if parent is not None:
         parent_id = parent.id
@@ -263,7 +224,7 @@ def run_matrix(
     else:
         parent_id = tracker.start_run(f"matrix-{mid}", {KIND_TAG: "matrix", MATRIX_TAG: mid})
         tracker.log_params(parent_id, {
-            "budget": shared, "losses": losses, "networks": nets, "folds": fold_list, "seeds": seed_list,
+            "budget": shared, "losses": losses, "networks": nets, "folds": folds, "seeds": seeds,
             "n_cells": len(job_list),
         })
     result.parent_id = parent_id
@@ -278,23 +239,45 @@ def run_matrix(
         if job.status == "skipped":
             tracker.set_parent(job.run_id, parent_id)
 
-    pending = sum(j.status == "pending" for j in job_list)
-    parallel = min(jobs, pending)
-    note(f"matrix {mid}: {len(job_list)} cells, {len(job_list) - pending} already finished, "
-         f"{pending} to run{f', {parallel} at a time' if pending else ''}; logs in {work}")
-    env = {**os.environ, "LOSSBENCH_HOME": str(paths.home())}
-    env.pop("LOSSBENCH_DEBUG", None)
+    pending = [j for j in job_list if j.status == "pending"]
+    parallel = exe.parallelism(len(pending))
+    note(f"matrix {mid}: {len(job_list)} cells, {len(job_list) - len(pending)} already finished, "
+         f"{len(pending)} to run{f' on {exe.describe()}, {parallel} at a time' if pending else ''}; logs in {work}")
+    env = forwarded_env(paths.home())
+    by_name = {j.config.name: j for j in pending}
 
-    # SQLite takes one writer: parallel cells on the embedded store go through a local server.
-    use_server = parallel > 1 and tracker.is_sqlite
+    def submitted(task: Any) -> None:
+        job = by_name[task.name]
+        job.status, job.started = ("submitted" if exe.queues else "running"), time.monotonic()
+        if on_change:
+            on_change(job)
+
+    # SQLite takes one writer: parallel cells on the embedded store go through a local server
+    # (recorded, so that a re-run after a kill -9 of this process stops it if it survived).
+    use_server = parallel > 1 and tracker.is_sqlite and not exe.multi_host
     try:
-        with (serve(tracker.uri, log_file=work / "mlflow-server.log") if use_server
+        with (serve(tracker.uri, log_file=work / "mlflow-server.log", record=work / SERVER_RECORD) if use_server
               else contextlib.nullcontext(None)) as server:
             if server is not None:
+                if server.stale:
+                    note(f"stopped a stale MLflow server (pid {server.stale['pid']}, port {server.stale.get('port')}) "
+                         "left by an earlier run")
                 note(f"started a local MLflow server at {server.url} for the parallel cells")
                 commands(server.url)
-            run_jobs(job_list, max_parallel=max(parallel, 1), env=env, on_change=on_change)
+            tasks = [CellTask(name=j.config.name, argv=tuple(j.command), env=env, log=str(j.log),
+                              gpus=getattr(exe, "gpus_per_cell", 0) or 0) for j in pending]
+            for task, outcome in execute(exe, tasks, limit=max(parallel, 1), on_submit=submitted):
+                job = by_name[task.name]
+                job.status = "finished" if outcome.status == "finished" else "failed"
+                job.error = "" if job.status == "finished" else (outcome.error or outcome.status)
+                job.seconds = outcome.seconds or (time.monotonic() - job.started)
+                job.host, job.attempt = outcome.host, outcome.attempt
+                if on_change:
+                    on_change(job)
     finally:
+        for job in job_list:
+            if job.status in ("submitted", "running"):
+                job.status, job.error = "failed", "interrupted"
         commands(tracking_uri)  # the re-run hint points at the user's store, not the stopped server
         for job in job_list:
             if job.status in ("finished", "failed"):
@@ -312,8 +295,6 @@ def run_matrix(
             tracker.fail(parent_id, "failed cells: " + ", ".join(j.config.name for j in failed))
         else:
             tracker.finish(parent_id)
-    result.metrics = {j.run_id: dict(tracker.run(j.run_id).metrics) for j in job_list if j.run_id}
-    return result
 
 
 def _log_cells(tracker: Any, parent_id: str, jobs: list[CellJob], work: Path) -> None:

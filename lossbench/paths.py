@@ -6,7 +6,7 @@ current directory, like MLflow's own ``./mlruns`` default):
 - ``mlflow.db``      the embedded MLflow tracking store (SQLite),
 - ``mlartifacts/``   MLflow artifacts (checkpoints, per-case tables, reports),
 - ``cache/``         generated data, e.g. the default synthetic PSMA cohort,
-- ``checkpoints/``   resumable training state of running cells.
+- ``checkpoints/``   resumable training state of running cells (or ``$LOSSBENCH_CHECKPOINTS``).
 """
 
 from __future__ import annotations
@@ -42,8 +42,14 @@ def cache_dir() -> Path:
     return home() / "cache"
 
 
+CHECKPOINTS_ENV = "LOSSBENCH_CHECKPOINTS"
+
+
 def checkpoints_dir() -> Path:
-    return home() / "checkpoints"
+    """``$LOSSBENCH_CHECKPOINTS`` if set (a folder every node mounts, for cells that may resume
+    on another host), else ``$LOSSBENCH_HOME/checkpoints``."""
+    shared = os.environ.get(CHECKPOINTS_ENV)
+    return Path(shared).expanduser().resolve() if shared else home() / "checkpoints"
 
 
 def default_tracking_uri() -> str:

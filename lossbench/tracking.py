@@ -257,6 +257,14 @@ class Tracker:
         """The store is a SQLite file (one writer at a time)."""
         return self.uri.startswith("sqlite:")
 
+    @property
+    def artifact_location(self) -> str | None:
+        """Where the experiment's artifacts go (``file:…``, ``mlflow-artifacts:/…``, ``s3://…``)."""
+        try:
+            return self._client.get_experiment(self.experiment_id).artifact_location
+        except Exception:  # noqa: BLE001 - an unreadable experiment: unknown
+            return None
+
     # -- finding runs -----------------------------------------------------------------------
     def _search(self, filter_string: str, max_results: int | None = None) -> list[RunRecord]:
         """Active runs of the experiment matching ``filter_string``, newest first (all pages)."""
@@ -456,36 +464,55 @@ class Server:
 
     url: str
     process: subprocess.Popen
+    #: The record of a server from an earlier run that was found still running and stopped.
+    stale: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
 def serve(store: str | None, host: str = "127.0.0.1", port: int | None = None, *,
-          log_file: Path | None = None, timeout: float = 120.0) -> Iterator[Server]:
-    """An ``mlflow server`` over ``store`` (None: the embedded SQLite store) with the embedded
-    artifact root; yields it once ``/health`` answers; stopped by its process id on exit.
+          log_file: Path | None = None, timeout: float = 120.0, serve_artifacts: bool = False,
+          artifacts_destination: str | None = None, record: Path | None = None) -> Iterator[Server]:
+    """An ``mlflow server`` over ``store`` (None: the embedded SQLite store; or a database URI such
+    as ``postgresql+psycopg2://…``); yields it once ``/health`` answers; stopped by its process id on
+    exit, and terminated by the kernel if this process dies first (:mod:`lossbench.processes`).
+
+    Artifacts: the embedded artifact root, written by clients directly; with ``serve_artifacts``
+    new experiments store theirs through the server (``mlflow-artifacts:/``) in
+    ``artifacts_destination`` (default: the embedded root), so clients on other hosts need no
+    shared folder. ``record``: a file naming the server's process id and port while it runs; a
+    server recorded there by an earlier, killed process is stopped first (``Server.stale``).
+    The store URI goes to the server through its environment, not its command line (passwords).
 
     One worker and no job execution: ~12 s to answer and ~0.5 GB instead of ~29 s and ~3 GB.
     Output goes to ``log_file`` (or this process's terminal when None).
     """
+    from lossbench.processes import spawn, stop_recorded, write_record
+
     uri = resolve_tracking_uri(store)
     if uri.startswith(("http://", "https://")):
-        raise TrackingError(f"{uri} is a tracking server already: open it in a browser")
+        raise TrackingError(f"{redact(uri)} is a tracking server already: open it in a browser")
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     if not os.path.exists(mlflow):
         raise TrackingError("the mlflow command is missing from this environment; reinstall lossbench")
+    stale = stop_recorded(record) if record is not None else None
     port = port or free_port(host)
     url = f"http://{host}:{port}"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    args = [mlflow, "server", "--backend-store-uri", uri, "--default-artifact-root",
-            paths.default_artifact_root().as_uri(), "--host", host, "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
+    artifact_root = paths.default_artifact_root().as_uri()
+    args = [mlflow, "server", "--host", host, "--port", str(port), "--workers", "1"]
+    if serve_artifacts:
+        args += ["--serve-artifacts", "--artifacts-destination", artifacts_destination or artifact_root]
+    else:
+        args += ["--default-artifact-root", artifact_root]
     with contextlib.ExitStack() as stack:
         out = None
         if log_file is not None:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(open(log_file, "ab"))
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,
-                                start_new_session=True)
+        proc = spawn(args, stdout=out, stderr=subprocess.STDOUT if out else None, env=env)
     try:
+        if record is not None:
+            write_record(record, proc, port=port, url=url)
         deadline = time.monotonic() + timeout
         where = f" (log: {log_file})" if log_file else ""
         while True:
@@ -502,6 +529,9 @@ def serve(store: str | None, host: str = "127.0.0.1", port: int | None = None, *
             if time.monotonic() > deadline:
                 raise TrackingError(f"the mlflow server did not answer within {timeout:.0f} s{where}")
             time.sleep(0.5)
-        yield Server(url, proc)
+        yield Server(url, proc, stale)
     finally:
         stop_process_group(proc)
+        if record is not None:
+            with contextlib.suppress(OSError):
+                record.unlink()

@@ -20,6 +20,7 @@ from lossbench.cli import check, evaluate, listing, plugin_status, show
 from lossbench.cli import compare as compare_cmd
 from lossbench.cli import matrix as matrix_cmd
 from lossbench.cli import run as run_cmd
+from lossbench.cli import server as server_cmd
 from lossbench.cli import ui as ui_cmd
 from lossbench.cli._common import debug, fail
 from lossbench.cli.plugin_commands import PluginAwareGroup, add_plugin_commands, make_groups
@@ -60,6 +61,7 @@ _groups = make_groups(app)
 app.command("run")(run_cmd.run)
 app.command("matrix")(matrix_cmd.matrix)
 app.command("ui")(ui_cmd.ui)
+app.command("server")(server_cmd.server)
 
 
 _plugins_added = False

@@ -1,4 +1,4 @@
-"""``lossbench list [losses|networks|datasets]``."""
+"""``lossbench list [losses|networks|datasets|executors]``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class KindChoice(str, Enum):
     losses = "losses"
     networks = "networks"
     datasets = "datasets"
+    executors = "executors"
 
 
 def list_components(

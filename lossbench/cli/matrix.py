@@ -32,9 +32,15 @@ def matrix(
     config: opts.Config = None,
     experiment: opts.Experiment = "lossbench",
     tracking_uri: opts.TrackingUri = None,
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once (one process each; one GPU each)."),
+    jobs: int = typer.Option(None, "--jobs", "-j", help="Cells run at once (local default 1, one GPU each; "
+                             "ray/slurm: as many as the cluster takes)."),
     device: opts.Device = "auto",
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and their status; run nothing."),
+    executor: str = typer.Option(None, "--executor", "-E", help="Where cells run: local (default), ray, slurm "
+                                 "(see `lossbench list executors`)."),
+    executor_option: list[str] = typer.Option([], "--executor-option", "-X", metavar="KEY=VALUE",
+                                              help="Executor option, e.g. -X address=auto, -X partition=gpu "
+                                              "(see `lossbench show executor NAME`)."),
 ) -> None:
     """Run the matrix of cells; finished cells are skipped, interrupted ones resume.
 
@@ -45,11 +51,14 @@ def matrix(
 
     from lossbench.matrix import run_matrix
 
+    _terminate_as_interrupt()
     out, err = console(), err_console()
 
     def on_change(job: Any) -> None:
-        style = {"running": "blue", "finished": "green", "failed": "red"}.get(job.status, "")
+        style = {"running": "blue", "submitted": "blue", "finished": "green", "failed": "red"}.get(job.status, "")
         extra = f" after {job.seconds:.0f} s" if job.status in ("finished", "failed") else ""
+        if job.status in ("finished", "failed") and job.attempt > 1:
+            extra += f" ({job.attempt} attempts)"
         out.print(f"[{style}]{job.status}[/] {job.config.name}{extra}" + (f": {job.error}" if job.error else ""),
                   highlight=False)
 
@@ -58,7 +67,8 @@ def matrix(
         preset=preset, train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr,
                                                  val_every=val_every, spacing=spacing),
         loss_param=loss_param, net_param=net_param, data_param=data_param, config=config, experiment=experiment,
-        tracking_uri=tracking_uri, jobs=jobs, device=device, dry_run=dry_run,
+        tracking_uri=tracking_uri, jobs=jobs, device=device, dry_run=dry_run, executor=executor,
+        executor_options=executor_option,
         on_checking=lambda n: out.status(f"checking {n} cells and the data…"),
         on_note=lambda text: out.print(text, highlight=False), on_change=on_change,
     )
@@ -73,6 +83,18 @@ def matrix(
         err.print(f"error: {len(result.failed)} of {len(result.jobs)} cells failed (logs in {result.work})",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (``kill``, a batch scheduler) stops the matrix like Ctrl-C: its cells are cancelled
+    (their runs KILLED, resumable) and its local server stopped. A ``kill -9`` runs none of this:
+    then the kernel terminates the cells and the server (``PR_SET_PDEATHSIG``)."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _fmt(value: float | None) -> str:

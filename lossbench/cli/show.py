@@ -13,10 +13,11 @@ class Kind(str, Enum):
     loss = "loss"
     network = "network"
     dataset = "dataset"
+    executor = "executor"
 
 
 def show(
-    kind: Kind = typer.Argument(..., help="loss, network or dataset."),
+    kind: Kind = typer.Argument(..., help="loss, network, dataset or executor."),
     name: str = typer.Argument(..., help="Registry name, e.g. l1dfl."),
 ) -> None:
     """Describe one component: summary, parameters with defaults, formula, citation, provider."""

@@ -1,0 +1,144 @@
+"""Child processes that die with their parent, and servers a re-run can find and stop.
+
+Every long-lived child lossbench starts (a matrix's ``lossbench run`` cells, an ``mlflow
+server``) is started by :func:`spawn`: in its own session (so it can be stopped as a group by
+its process id) and with ``PR_SET_PDEATHSIG`` = SIGTERM, so that the kernel terminates it when
+the process that started it dies — even by ``kill -9``, which runs no ``finally``. SIGTERM, not
+SIGKILL: a ``lossbench run`` marks its MLflow run KILLED and releases its lock on SIGTERM, and
+``mlflow server`` forwards it to its workers.
+
+A server also gets a *record* (:func:`write_record`): a small JSON file with its process id,
+port and command line. A later run that finds the record of a server still alive (same process
+id *and* the same command line, so a reused process id is never taken for it) stops it before
+starting its own (:func:`stop_recorded`). Nothing is ever looked up or killed by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+
+
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - no C library to ask
+        return None
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux only).
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends: call :func:`spawn`
+    from a thread that lives as long as the child should (the main thread, a Ray task, a job).
+    Returns None where prctl does not exist (macOS): the child then outlives a killed parent,
+    and only the server records catch it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = _libc()
+    if libc is None or not hasattr(libc, "prctl"):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+def spawn(args: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: Any = None,
+          stderr: Any = None, cwd: str | Path | None = None) -> subprocess.Popen:
+    """Start ``args`` in a new session, terminated (SIGTERM) when this process dies."""
+    return subprocess.Popen(list(args), env=dict(env) if env is not None else None, stdout=stdout, stderr=stderr,
+                            cwd=cwd, start_new_session=True, preexec_fn=die_with_parent())
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group ``pid`` leads, wait up to ``grace`` s, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        if not alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def write_record(path: Path, proc: subprocess.Popen, **info: Any) -> None:
+    """Record a started server: process id, host, its command line as the kernel shows it (read right
+    after the start) and ``info`` such as the port."""
+    from lossbench.fsio import atomic_write
+
+    record = {"pid": proc.pid, "host": socket.gethostname(), "cmdline": _cmdline(proc.pid),
+              "started": time.time(), **info}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(record, indent=2))
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+
+def stop_recorded(path: Path) -> dict[str, Any] | None:
+    """Stop the server recorded at ``path`` if it is still running here; remove the record.
+
+    The process is stopped only if it runs on this host with exactly the recorded command line
+    (a process id reused by another program is left alone). Returns the record of a server it
+    stopped, else None.
+    """
+    record = read_record(path)
+    if record is None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    stopped = None
+    pid = record["pid"]
+    if record.get("host") == socket.gethostname() and record.get("cmdline") and _cmdline(pid) == record["cmdline"]:
+        stop_group(pid)
+        stopped = record
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return stopped
