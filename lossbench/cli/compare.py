@@ -106,6 +106,7 @@ def compare(
     from lossbench.compare.analysis import compare_cases, parse_metrics
     from lossbench.compare.loader import (
         load_cases,
+        load_pictures,
         open_store,
         parse_run_ids,
         runs_frame,
@@ -134,13 +135,14 @@ def compare(
         tracker = open_store(tracking_uri, experiment)
         records, notes = select_runs(tracker, parent=parent, run_ids=run_ids)
         cases = load_cases(tracker, records)
+        pictures, picture_notes = load_pictures(tracker, records, cases)
     with status.status(f"comparing {len(records)} runs…"):
         comp = compare_cases(
             cases, metric_names, runs=runs_frame(records), baseline=baseline, primary=primary_name,
             correction=correction.value, alpha=alpha, seeds=seeds.value, strata=strata.value, min_pairs=min_pairs,
             n_boot=n_boot, seed=seed, missing=missing.value, posthoc=posthoc.value, ba_scale=ba_scale.value,
         )
-    comp.notes[:0] = notes
+    comp.notes[:0] = notes + picture_notes
     selection = (f"children of matrix run {parent}" if parent else "runs given with --runs" if run_ids
                  else "all finished cell runs")
     tested = int(comp.tests["p_adjusted"].notna().sum())
@@ -160,7 +162,7 @@ def compare(
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "compared_runs": [r.run_id for r in records],
             }
-            write_report(comp, tmp, context)
+            write_report(comp, tmp, context, pictures=pictures)
             finish_comparison_run(tracker, run_id, tmp, counts)
         except BaseException as exc:
             tracker.fail(run_id, f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=6))

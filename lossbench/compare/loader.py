@@ -291,3 +291,53 @@ def runs_frame(runs: Sequence[CellRun]) -> pd.DataFrame:
           "preset": r.preset} for r in runs],
         columns=["run_id", "name", "loss", "network", "fold", "seed", "preset"],
     )
+
+
+PICTURES = "pictures"
+
+
+def load_pictures(tracker: Tracker, runs: Sequence[CellRun], cases: pd.DataFrame, *,
+                  per_network: int = 4) -> tuple[dict[str, list[tuple[str, dict[str, bytes]]]], list[str]]:
+    """PET MIP pictures of a few test cases per network, one per loss, for the report.
+
+    For each network the first (fold, seed) that every loss ran is used; its cases are ordered by
+    ground-truth lesion count then TMTV and ``per_network`` of them are taken at even steps, so the
+    few shown span the strata. Runs logged before pictures existed are skipped (noted).
+    Returns ``{network: [(case_id, {loss: png})]}`` and notes.
+    """
+    out: dict[str, list[tuple[str, dict[str, bytes]]]] = {}
+    notes: list[str] = []
+    for network in sorted({r.network for r in runs}):
+        mine = [r for r in runs if r.network == network]
+        losses = sorted({r.loss for r in mine})
+        replicates = sorted({(str(r.fold), str(r.seed)) for r in mine})
+        shared = [fs for fs in replicates
+                  if all(any(r.loss == loss and (str(r.fold), str(r.seed)) == fs for r in mine) for loss in losses)]
+        if not shared:
+            continue
+        fold, seed = shared[0]
+        chosen = {r.loss: r for r in mine if (str(r.fold), str(r.seed)) == (fold, seed)}
+        first = chosen[losses[0]]
+        table = cases[cases["run_id"] == first.run_id]
+        if "gt_lesion_count" in table and "gt_tmtv_ml" in table:
+            table = table.sort_values(["gt_lesion_count", "gt_tmtv_ml", "case_id"])
+        ids = list(table["case_id"])
+        if not ids:
+            continue
+        step = max(len(ids) / per_network, 1.0)
+        picked = list(dict.fromkeys(ids[min(len(ids) - 1, int(j * step + step / 2))]
+                                    for j in range(min(per_network, len(ids)))))
+        rows = []
+        for case_id in picked:
+            images = {}
+            for loss in losses:
+                artifact = f"{PICTURES}/{case_id}.png"
+                if tracker.has_artifact(chosen[loss].run_id, artifact):
+                    images[loss] = tracker.read_bytes(chosen[loss].run_id, artifact)
+            if images:
+                rows.append((case_id, images))
+        if rows:
+            out[network] = rows
+        else:
+            notes.append(f"no pictures for network {network}: its runs were logged before lossbench drew them")
+    return out, notes

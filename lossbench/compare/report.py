@@ -25,7 +25,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -546,11 +546,17 @@ th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right;vertical-align
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .meta td{text-align:left}.note{color:#8a4b00}img{max-width:100%;display:block;margin:.4rem 0 1.2rem}
 details{margin:.6rem 0}summary{cursor:pointer;font-weight:600}
+.cases{display:flex;flex-wrap:wrap;align-items:flex-start;gap:.8rem}.cases h4{width:100%;margin:.6rem 0 0}
+.cases figure{margin:0}.cases img{max-height:420px;width:auto;margin:0}.cases figcaption{text-align:center}
 """
 
 
-def write_report(comp: Comparison, folder: Path, context: dict[str, Any]) -> list[Path]:
+def write_report(comp: Comparison, folder: Path, context: dict[str, Any],
+                 pictures: Mapping[str, Sequence[tuple[str, Mapping[str, bytes]]]] | None = None) -> list[Path]:
     """Write every file of the report into ``folder`` (which exists); returns the files written.
+
+    ``pictures``: per network, a few test cases with one PET MIP per loss
+    (:func:`lossbench.compare.loader.load_pictures`), shown side by side.
 
     ``context``: experiment, tracking_uri, selection (text), comparison_run_id, created (ISO time),
     version. The tracking URI is shown without the user's absolute path (:func:`public_uri`).
@@ -589,6 +595,19 @@ def write_report(comp: Comparison, folder: Path, context: dict[str, Any]) -> lis
         images[network] = items
     for rel, _, png in [*family_images, *(i for items in images.values() for i in items)]:
         (folder / rel).write_bytes(png)
+    # test cases side by side: {network: [(case, [(loss, rel path)])]}
+    side: dict[str, list[tuple[str, list[tuple[str, str]]]]] = {}
+    for network, rows in (pictures or {}).items():
+        for case_id, by_loss in rows:
+            cells = []
+            for loss in sorted(by_loss):
+                rel = f"plots/case-{_safe(network)}-{_safe(case_id)}-{_safe(loss)}.png"
+                (folder / rel).write_bytes(by_loss[loss])
+                cells.append((loss, rel))
+            side.setdefault(network, []).append((case_id, cells))
+    pictures_note = ("PET maximum-intensity projections (coronal) of a few test cases spanning the lesion-count and "
+                     "burden strata, one run per loss (same fold and seed): ground truth detected (green), missed "
+                     "(blue), false-positive predictions (red), other predicted voxels (orange).")
 
     title = f"lossbench comparison: experiment {context['experiment']}"
     meta = [
@@ -634,6 +653,11 @@ def write_report(comp: Comparison, folder: Path, context: dict[str, Any]) -> lis
                 md += ["", f"### Exploratory (hypothesis-generating, not claims): {len(rows)} below threshold", "",
                        _md_table(headers, rows)]
         md += ["", "### Plots", ""] + [f"![{alt}]({rel})" for rel, alt, _ in images[network]]
+        if side.get(network):
+            losses = [loss for loss, _ in side[network][0][1]]
+            md += ["", "### Test cases side by side", "", pictures_note, "",
+                   _md_table(["case", *losses], [[case, *(f"![{case} {loss}]({rel})" for loss, rel in cells)]
+                                                 for case, cells in side[network]])]
         headers, rows = _agreement_rows(comp, network)
         if rows:
             md += ["", f"### Agreement of predicted with GT biomarkers ({comp.options['ba_scale']} scale)", "",
@@ -681,6 +705,12 @@ def write_report(comp: Comparison, folder: Path, context: dict[str, Any]) -> lis
                 h.append(f"<details><summary>Exploratory, hypothesis-generating only ({len(rows)} below threshold)"
                          f"</summary>{_html_table(headers, rows)}</details>")
         h += [img(png, alt) for _, alt, png in images[network]]
+        if side.get(network):
+            h.append(f"<h3>Test cases side by side</h3><p>{html.escape(pictures_note)}</p>")
+            for case, cells in side[network]:
+                h.append(f'<div class="cases"><h4>{html.escape(case)}</h4>' + "".join(
+                    f"<figure>{img((folder / rel).read_bytes(), f'{case} {loss}')}<figcaption>{html.escape(loss)}"
+                    "</figcaption></figure>" for loss, rel in cells) + "</div>")
         headers, rows = _agreement_rows(comp, network)
         if rows:
             h.append(f"<h3>Agreement of predicted with GT biomarkers ({comp.options['ba_scale']} scale)</h3>")

@@ -133,6 +133,7 @@ def case_frame(y: np.ndarray, *, networks: Sequence[str] = ("attunet",), folds: 
                     table[f"pred_{name}"] = np.maximum(g * (1.0 + rng.normal(0.0, 0.08, n)), 0.0)
                 table["gt_lesion_count"] = count
                 table["pred_lesion_count"] = np.maximum(count + rng.integers(-1, 2, n), 0)
+                table["overlap_ml"] = dice * (table["gt_tmtv_ml"] + table["pred_tmtv_ml"]) / 2
                 table = stratify(table[list(CASE_COLUMNS)])
                 fold, s = r % folds, r // folds
                 table.insert(0, "seed", s)

@@ -22,6 +22,8 @@ Segmentation metrics (per case)
 - ``dice`` = 2|P ∩ G| / (|P| + |G|). Policy: both masks empty -> ``empty_dice`` (NaN by default: the
   study's unguarded 0/0; pass 1.0 to score agreement on "nothing" as perfect); GT empty and
   prediction non-empty -> 0.
+- ``overlap_ml`` = |P ∩ G| in mL: with ``gt_tmtv_ml`` and ``pred_tmtv_ml`` it gives the pooled
+  (global) Dice over a set of cases, 2 Σ|P ∩ G| / (Σ|P| + Σ|G|) (:func:`lossbench.evaluation.summarize`).
 - ``fp_volume_ml``: total volume of predicted components that share no voxel with the GT foreground;
   ``fn_volume_ml``: total volume of GT components that share no voxel with the prediction (autoPET).
 
@@ -48,7 +50,11 @@ lesion's SUVmax voxel; under criterion 2 it needs ``iou_threshold`` < 0.5.
 
 *Deliberate deviations from the reference, in corner cases only:* the SUVmax voxel is the argmax of
 PET *inside* the lesion (the reference takes the argmax of PET x mask over the whole volume, which
-differs only when every PET value in the lesion is <= 0); a predicted component with no overlap is
+differs only when every PET value in the lesion is <= 0); likewise the SUVmax *value* of a mask
+(``suvmax``, ``gt_suvmax``, ``pred_suvmax``, the per-lesion ``suvmax``) is the maximum of PET *inside*
+the mask, where the reference's max of PET x mask gives 0 when every PET value in the mask is <= 0
+(e.g. -0.003 from a reconstruction, accepted by the psma dataset's ``negative_suv_tolerance``): the
+value a lesion actually has, not the background's 0; a predicted component with no overlap is
 always FP (the reference tests voxel (0, 0, 0) and then fails).
 
 Per-case rates, for each criterion k: ``sensitivity_ck`` = TP/(TP+FN), ``precision_ck`` = TP/(TP+FP),
@@ -116,6 +122,7 @@ CASE_COLUMNS: tuple[str, ...] = (
     *(f"{name}_c{k}" for k in CRITERIA for name in _RATES),
     "fp_volume_ml",
     "fn_volume_ml",
+    "overlap_ml",
     *(f"{who}_{name}" for who in ("gt", "pred") for name in _BIOMARKERS),
 )
 
@@ -492,6 +499,7 @@ def evaluate_case(
         row[name] = row[f"{name}_c{criterion}"]
     row["fp_volume_ml"] = fp_vol
     row["fn_volume_ml"] = fn_vol
+    row["overlap_ml"] = float(n_inter) * voxel_ml
     for who, m in (("gt", g), ("pred", p)):
         for name, value in _biomarkers(m, spacing3, voxel_ml).items():
             row[f"{who}_{name}"] = value

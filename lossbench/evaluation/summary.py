@@ -6,7 +6,8 @@ patient (PAPER.md §6.2, §11 item 6), so both are given:
 - ``pooled``: for counts (``tp``, ``fp``, ``fn`` and their ``_c1/_c2/_c3`` forms) the sum over cases;
   for rates the rate of the pooled counts: sensitivity = ΣTP / (ΣTP + ΣFN), precision =
   ΣTP / (ΣTP + ΣFP), F1 = 2ΣTP / (2ΣTP + ΣFP + ΣFN) (NaN when the denominator is 0); for the FP / FN
-  volumes the total in mL. Dice has no pooled value here (NaN).
+  volumes the total in mL; for Dice the global Dice 2 Σ|P ∩ G| / (Σ|P| + Σ|G|) over all cases
+  (needs the ``overlap_ml``, ``gt_tmtv_ml`` and ``pred_tmtv_ml`` columns; NaN without them).
 - ``mean``, ``sd`` (sample, ddof = 1), ``median``, ``q1``, ``q3`` of the per-case values, NaN values
   (e.g. sensitivity of a case without lesions, Dice of two empty masks) left out; ``n`` counts the
   cases that entered them.
@@ -79,6 +80,11 @@ def summarize(cases: pd.DataFrame) -> pd.DataFrame:
         ):
             if f"{name}{sfx}" in rows:
                 rows[f"{name}{sfx}"]["pooled"] = value
+    if "dice" in rows and all(c in cases.columns for c in ("overlap_ml", "gt_tmtv_ml", "pred_tmtv_ml")):
+        # pooled (global) Dice: every test voxel counted once, so a tiny lesion's case weighs what it holds
+        overlap = float(pd.to_numeric(cases["overlap_ml"]).sum())
+        total = float(pd.to_numeric(cases["gt_tmtv_ml"]).sum() + pd.to_numeric(cases["pred_tmtv_ml"]).sum())
+        rows["dice"]["pooled"] = _ratio(2.0 * overlap, total)
     for vol in ("fp_volume_ml", "fn_volume_ml"):
         if vol in rows:
             rows[vol]["pooled"] = float(pd.to_numeric(cases[vol]).sum())

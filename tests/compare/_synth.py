@@ -59,6 +59,7 @@ def cases_table(gt: pd.DataFrame, *, dice_shift: float = 0.0, fp_rate: float = 1
         table[f"pred_{name}"] = np.maximum(g * (1.0 + bias + rng.normal(0.0, 0.08, n)), 0.0)
     table["gt_lesion_count"] = count
     table["pred_lesion_count"] = np.maximum(count + rng.integers(-1, 2, n), 0)
+    table["overlap_ml"] = dice * (table["gt_tmtv_ml"] + table["pred_tmtv_ml"]) / 2  # consistent with the Dice
     table = table[list(CASE_COLUMNS)]
     return stratify(table)
 
