@@ -24,7 +24,7 @@ from lossbench.errors import ConfigError, ParameterError
 #: Training settings a preset fixes; each can be overridden on the command line or in ``[train]``.
 TRAIN_FIELDS = (
     "epochs", "patch", "batch", "lr", "weight_decay", "val_every", "spacing",
-    "pos_neg", "sw_batch_size", "overlap", "amp", "affine_prob", "cache_rate",
+    "pos_neg", "sw_batch_size", "overlap", "amp", "affine_prob", "cache_rate", "num_samples", "warmup_epochs",
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -35,7 +35,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "epochs": 1000, "patch": (128, 128, 128), "batch": 4, "lr": 2e-4, "weight_decay": 1e-5,
         "val_every": 2, "spacing": (2.0, 2.0, 2.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
-        "overlap": 0.25, "amp": True, "affine_prob": 0.5, "cache_rate": 1.0,
+        "overlap": 0.25, "amp": True, "affine_prob": 0.5, "cache_rate": 1.0, "num_samples": 1,
+        "warmup_epochs": 0,
     },
     # A few minutes on 2 CPU cores (about 4 on the default synthetic cohort): 4 mm voxels, 48³
     # patches, a larger learning rate for the short schedule. Each network's small CPU size is
@@ -43,7 +44,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "epochs": 30, "patch": (48, 48, 48), "batch": 2, "lr": 1e-3, "weight_decay": 1e-5,
         "val_every": 10, "spacing": (4.0, 4.0, 4.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
-        "overlap": 0.25, "amp": False, "affine_prob": 0.5, "cache_rate": 1.0,
+        "overlap": 0.25, "amp": False, "affine_prob": 0.5, "cache_rate": 1.0, "num_samples": 1,
+        "warmup_epochs": 0,
     },
 }
 
@@ -56,6 +58,8 @@ ALLOWED: dict[str, str] = {
     "amp": "true or false", "patch": "1 or 3 positive integers like 96 or 96,96,64",
     "spacing": "1 or 3 positive numbers (mm) like 2 or 2,2,3",
     "pos_neg": "two numbers >= 0, not both 0, like 4:1",
+    "num_samples": "an integer >= 1 (patches cropped per volume per step: a step holds batch × num_samples)",
+    "warmup_epochs": "an integer >= 0 (linear learning-rate warm-up before the cosine decay)",
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -110,6 +114,8 @@ def _train_model() -> Any:
         batch: int = Field(**positive)
         val_every: int = Field(**positive)
         sw_batch_size: int = Field(**positive)
+        num_samples: int = Field(**positive)
+        warmup_epochs: int = Field(ge=0)
         lr: float = Field(gt=0)
         weight_decay: float = Field(ge=0)
         overlap: float = Field(ge=0, lt=1)
@@ -142,10 +148,14 @@ def _check_train(settings: Mapping[str, Any]) -> dict[str, Any]:
     from pydantic import ValidationError
 
     try:
-        return _train_model()(**settings).model_dump()
+        checked = _train_model()(**settings).model_dump()
     except ValidationError as exc:
         name = str(exc.errors()[0]["loc"][0])
         raise _bad(name, settings.get(name)) from None
+    if checked["warmup_epochs"] >= checked["epochs"]:
+        raise ParameterError(f"training setting 'warmup_epochs' ({checked['warmup_epochs']}) must be smaller than "
+                             f"epochs ({checked['epochs']})")
+    return checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +184,8 @@ class RunConfig:
     amp: bool
     affine_prob: float
     cache_rate: float
+    num_samples: int
+    warmup_epochs: int
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

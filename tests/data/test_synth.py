@@ -328,3 +328,18 @@ def test_cli_writes_a_cohort_and_refuses_to_overwrite(tmp_path):
                             cwd=tmp_path, timeout=300)
     assert forced.returncode == 0, forced.stderr
     assert json.loads((out / "manifest.json").read_text())["n_cases"] == 2
+
+
+def test_the_test_set_spans_the_lesion_count_and_burden_strata():
+    from lossbench_psma.synth.cohort import stratified_test_indices
+
+    # 40 cases: lesion counts 1..40 (case i has i+1 lesions) and TMTV growing with them
+    strata = [{"lesion_count": i + 1, "tmtv_ml": 0.5 * (i + 1)} for i in range(40)]
+    picked = stratified_test_indices(strata, 8, seed=0)
+    assert len(picked) == 8 and picked == sorted(picked)
+    assert all(5 * j <= i < 5 * (j + 1) for j, i in enumerate(picked))  # one from every fifth of the order
+    assert picked == stratified_test_indices(strata, 8, seed=0)        # deterministic
+    assert stratified_test_indices(strata, 0, seed=0) == []
+    # the order is by count then TMTV, not by case index
+    reversed_strata = list(reversed(strata))
+    assert sorted(39 - i for i in stratified_test_indices(reversed_strata, 8, seed=0)) == picked

@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +79,26 @@ def _validate_cohort_args(n_cases: int, seed: int, test_fraction: float) -> None
         raise ParameterError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
 
+def stratified_test_indices(strata: Sequence[Mapping[str, float]], n_test: int, seed: int) -> list[int]:
+    """The held-out cases: a systematic sample over the cases ordered by lesion count, then TMTV.
+
+    Every ``n/n_test``-th case of that order (from an offset drawn from ``seed``), so the test set
+    spans the lesion-count and tumour-burden strata instead of landing on the smallest-burden cases
+    by chance (with 8 test cases, a random draw often did). Deterministic in ``seed``.
+    """
+    n = len(strata)
+    if n_test <= 0:
+        return []
+    order = sorted(range(n), key=lambda i: (strata[i]["lesion_count"], strata[i]["tmtv_ml"], i))
+    step = n / n_test
+    offset = _split_draw(seed, n) * step  # one draw of the seed's split stream
+    picked = sorted({order[min(n - 1, int(offset + j * step))] for j in range(n_test)})
+    return picked
+
+
 def _write_cohort(root: Path, n_cases: int, seed: int, cfg: SynthConfig, test_fraction: float,
                   progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
     n_test = _n_test(n_cases, test_fraction)
-    draws = [_split_draw(seed, i) for i in range(n_cases)]
-    test_idx = set(sorted(range(n_cases), key=lambda i: (draws[i], i))[:n_test])
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (root / sub).mkdir()
     affine = case_affine(cfg)
@@ -91,26 +106,33 @@ def _write_cohort(root: Path, n_cases: int, seed: int, cfg: SynthConfig, test_fr
     cases = []
     for i in range(n_cases):
         case_id = f"{ID_PREFIX}{i:0{width}d}"
-        split = "test" if i in test_idx else "train"
-        img_dir, lab_dir = ("imagesTs", "labelsTs") if split == "test" else ("imagesTr", "labelsTr")
         case = synthesize(case_id, case_seed(seed, i), cfg)
         files = {
-            "CT": f"{img_dir}/{case_id}_0000.nii.gz",
-            "PET": f"{img_dir}/{case_id}_0001.nii.gz",
-            "label": f"{lab_dir}/{case_id}.nii.gz",
+            "CT": f"imagesTr/{case_id}_0000.nii.gz",
+            "PET": f"imagesTr/{case_id}_0001.nii.gz",
+            "label": f"labelsTr/{case_id}.nii.gz",
         }
         _write_bytes(root / files["CT"], _nifti_gz(case.ct.astype(np.int16), affine))
         _write_bytes(root / files["PET"], _nifti_gz(case.pet, affine))
         _write_bytes(root / files["label"], _nifti_gz(case.label, affine))
         strata = label_strata(case.label, case.pet, cfg.spacing)
         cases.append({
-            "id": case_id, "index": i, "split": split, "seed": int(seed), "seed_spawn_key": [i, 0],
+            "id": case_id, "index": i, "split": "train", "seed": int(seed), "seed_spawn_key": [i, 0],
             "disease": case.disease, "lesions_requested": case.lesions_requested, "files": files,
             "strata": strata, "organ_suv": case.organ_suv,
             "lesions": case.lesions,
         })
         if progress is not None:
             progress(i + 1, n_cases, case_id)
+    # The test set is chosen once every case's strata are known; its files move to imagesTs/labelsTs.
+    for i in stratified_test_indices([c["strata"] for c in cases], n_test, seed):
+        case = cases[i]
+        case["split"] = "test"
+        for key, (old_dir, new_dir) in (("CT", ("imagesTr", "imagesTs")), ("PET", ("imagesTr", "imagesTs")),
+                                        ("label", ("labelsTr", "labelsTs"))):
+            moved = case["files"][key].replace(old_dir + "/", new_dir + "/", 1)
+            os.replace(root / case["files"][key], root / moved)
+            case["files"][key] = moved
     n_train = n_cases - n_test
     dataset = {
         "name": "PSMA-SYN",
@@ -157,8 +179,8 @@ def generate_cohort(out_dir: str | os.PathLike, n_cases: int, seed: int, config:
 
     Layout: ``imagesTr/<ID>_0000.nii.gz`` (CT, int16 HU), ``imagesTr/<ID>_0001.nii.gz`` (PET,
     float32 SUV), ``labelsTr/<ID>.nii.gz`` (uint8), the ``imagesTs``/``labelsTs`` twins for the
-    held-out cases (``round(n_cases * test_fraction)``, at least 1 when the fraction is > 0, chosen
-    by the seed), ``dataset.json`` (nnU-Net v2) and ``manifest.json`` (per case: id, split, seed,
+    held-out cases (``round(n_cases * test_fraction)``, at least 1 when the fraction is > 0, a
+    stratified sample by lesion count and TMTV: :func:`stratified_test_indices`), ``dataset.json`` (nnU-Net v2) and ``manifest.json`` (per case: id, split, seed,
     disease group, files, strata, organ SUVs, lesions). IDs are ``PSMA-SYN-000``, ...
 
     Everything is written into a temporary sibling folder that is renamed to ``out_dir`` at the

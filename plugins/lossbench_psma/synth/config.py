@@ -17,7 +17,7 @@ import numpy as np
 from lossbench.errors import ParameterError
 
 #: Bumped whenever a change alters the generated data; part of the default cohort's cache key.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the held-out test set is a stratified (count, TMTV) systematic sample
 
 DEFAULT_SHAPE = (112, 80, 224)
 DEFAULT_SPACING = (4.0, 4.0, 4.0)
