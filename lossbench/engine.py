@@ -425,6 +425,7 @@ class Cell:
                 t0 = time.perf_counter()
                 atomic_torch_save(self._state(epoch, best, history, run_id), self.folder / STATE_FILE)
                 self.timings["checkpoint"] += time.perf_counter() - t0
+                kill_point(f"after-checkpoint:{epoch}")
                 t0 = time.perf_counter()
                 for step, values in pending:
                     self.tracker.log_metrics(run_id, values, step=step)
@@ -624,6 +625,18 @@ def injected_failure_epoch(cell_name: str) -> int | None:
     except ValueError:
         raise LossbenchError(f"{FAIL_ENV} must be EPOCH or CELL:EPOCH, got {value!r}") from None
 
+KILL_ENV = "LOSSBENCH_KILL_AT"
+
+
+def kill_point(where: str) -> None:
+    """Test hook: ``LOSSBENCH_KILL_AT=after-create-run`` or ``=after-checkpoint:E`` makes the process
+    ``kill -9`` itself at that point, the worst moments for a crash, to test recovery for real."""
+    if os.environ.get(KILL_ENV, "").strip() == where:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run_cell(
     prepared: Prepared,
     *,
@@ -674,6 +687,7 @@ def run_cell(
                     "lossbench.seed": str(prepared.config.seed), "lossbench.preset": prepared.config.preset}
             params = run_params(prepared, torch_device, extra_params or {})  # before the run: nothing to fail
             run_id = tracker.start_run(prepared.config.name, tags, parent_run_id=parent_run_id)
+            kill_point("after-create-run")
         try:
             if params is not None:
                 tracker.log_params(run_id, params)  # only the params the run lacks

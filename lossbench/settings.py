@@ -93,7 +93,10 @@ def cell_argv(cfg: RunConfig, *, experiment: str, tracking_uri: str | None = Non
         value = getattr(cfg, key)
         cmd += ["-S", f"{key}={':'.join(map(str, value)) if key == 'pos_neg' else _argv_value(value)}"]
     if tracking_uri:
-        cmd += ["--tracking-uri", tracking_uri]
+        from lossbench.tracking import split_credentials
+
+        # never a password on a command line: the child gets it from MLFLOW_TRACKING_USERNAME/PASSWORD
+        cmd += ["--tracking-uri", split_credentials(tracking_uri)[0]]
     if parent_run_id:
         cmd += ["--parent-run-id", parent_run_id]
     return cmd

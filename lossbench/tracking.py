@@ -28,12 +28,12 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import re
 import time
 import urllib.error
 import urllib.parse
@@ -222,7 +222,12 @@ class Tracker:
         """Open ``experiment`` in the store, creating it unless ``create`` is false (readers)."""
         _quiet_mlflow()
         check_experiment_name(experiment)
-        self.uri = resolve_tracking_uri(tracking_uri)
+        uri, user, password = split_credentials(resolve_tracking_uri(tracking_uri))
+        if user is not None:
+            # credentials of the URI travel as MLflow's own variables (to this process's client and
+            # to child cells), never on a command line or in a shown URI
+            os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = user, password or ""
+        self.uri = uri
         check_reachable(self.uri)
         from mlflow.tracking import MlflowClient
 

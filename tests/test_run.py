@@ -160,6 +160,12 @@ def test_crash_marks_run_failed_then_rerun_resumes(cohort, tmp_path):
         (["-L", "gama=1"], "did you mean 'gamma'?"),
         (["--fold", "7", "-D", "n_folds=2"], "fold"),
         (["--preset", "gpu"], "unknown preset"),
+        (["-S", "cache_rate=7"], "cache_rate"),
+        (["-S", "amp=maybe"], "amp"),
+        (["-S", "affine_prob=2"], "affine_prob"),
+        (["-S", "lr=-1"], "lr"),
+        (["--loss", "dce", "-L", "lambda_ce=-1"], "loss 'dce' cannot be built"),  # its constructor raises
+        (["--experiment", "../../x"], "not a usable experiment name"),
     ],
 )
 def test_bad_options_fail_before_training(cohort, tmp_path, args, fragment):
@@ -220,3 +226,158 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(cohort, tmp_path):
     assert f"resuming MLflow run {runs[0].info.run_id}" in " ".join(resumed.stdout.split())
     assert resumed.returncode == 1 and f"injected failure at epoch {state['epoch'] + 1}" in resumed.stderr
     assert [r.info.status for r in mlflow_runs(home)[1]] == ["FAILED"]
+
+
+def test_home_under_a_regular_file_says_what_happened(cohort, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = subprocess.run([lossbench_executable(), "run", "--data", str(cohort), *TINY], capture_output=True,
+                            text=True, env=run_env(blocker / "home"), cwd=tmp_path, timeout=600)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "cannot be a folder" in result.stderr and "FAILED" not in result.stderr
+
+
+def test_passwords_are_never_shown(cohort, tmp_path):
+    result = lossbench(tmp_path / "home", "--data", str(cohort), *TINY,
+                       "--tracking-uri", "http://alice:s3cret-pw@127.0.0.1:9")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "tracking server http://127.0.0.1:9 is unreachable" in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def auth_server():
+    """A stand-in for a password-protected MLflow server: /health answers 200 only with basic auth
+    alice:s3cret-pw (401 otherwise); the REST API answers 403. Records the Authorization headers."""
+    import base64
+    import http.server
+    import threading
+
+    seen: list[tuple[str, str]] = []
+    good = "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            auth = self.headers.get("Authorization", "")
+            seen.append((self.path.split("?")[0], auth))
+            if self.path == "/health":
+                code, body = (200, b"OK") if auth == good else (401, b"unauthorized")
+            else:
+                code, body = 403, b'{"error_code": "PERMISSION_DENIED", "message": "no access"}'
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", seen, good
+    server.shutdown()
+
+
+def test_a_password_protected_server_passes_the_health_check(cohort, tmp_path, auth_server):
+    where, seen, good = auth_server
+    base = ["--data", str(cohort), *TINY]
+    # credentials in the URI: sent as basic auth, never shown
+    result = lossbench(tmp_path / "a", *base, "--tracking-uri", f"http://alice:s3cret-pw@{where}")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert ("/health", good) in seen and "answered" not in result.stderr  # the health check passed
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    # MLflow's own variables: the same, and MLflow's requests carry them too
+    seen.clear()
+    result = lossbench(tmp_path / "b", *base, "--tracking-uri", f"http://{where}",
+                       MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD="s3cret-pw")
+    assert result.returncode == 1 and ("/health", good) in seen
+    assert any(path.startswith("/api/") and auth == good for path, auth in seen)
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    # no credentials: one line that says what to set
+    result = lossbench(tmp_path / "c", *base, "--tracking-uri", f"http://{where}")
+    assert result.returncode == 1 and "answered 401" in result.stderr and "MLFLOW_TRACKING_USERNAME" in result.stderr
+    _, runs = mlflow_runs(tmp_path / "a") if (tmp_path / "a" / "mlflow.db").exists() else (None, [])
+    assert runs == []
+
+
+def test_redact_and_cell_argv_keep_passwords_out(monkeypatch):
+    from lossbench.settings import cell_argv
+    from lossbench.tracking import redact
+    from lossbench.registry import load_registry
+    from lossbench.settings import build_config
+
+    assert redact("at http://u:pw@h:5000/x and https://v:q@w") == "at http://u:***@h:5000/x and https://v:***@w"
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2")
+    assert redact("failed: token hunter2") == "failed: token ***"
+    cfg = build_config(load_registry(), config=None, loss=None, net=None, dataset=None, data=None, fold=None,
+                       seed=None, preset=None, loss_param=[], net_param=[], data_param=[], train={})
+    argv = cell_argv(cfg, experiment="e", tracking_uri="http://u:pw@h:5000")
+    assert argv[argv.index("--tracking-uri") + 1] == "http://h:5000"
+
+
+def test_each_epoch_once_in_mlflow_after_kills_at_the_worst_moments(cohort, tmp_path):
+    """kill -9 right after the run is created (no params yet), then right after a checkpoint is
+    written (its epoch not yet logged): the re-run repairs both, every history has each step once."""
+    home = tmp_path / "home"
+    args = ["--data", str(cohort), "--loss", "dl", "--net", "attunet", *TINY]
+    first = lossbench(home, *args, LOSSBENCH_KILL_AT="after-create-run")
+    assert first.returncode == -signal.SIGKILL
+    assert [r.data.params for r in mlflow_runs(home)[1]] == [{}]
+    second = lossbench(home, *args, LOSSBENCH_KILL_AT="after-checkpoint:1")
+    assert second.returncode == -signal.SIGKILL
+    client, (run,) = mlflow_runs(home)
+    assert run.data.params["config.loss"] == "dl"  # the killed run got its params
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")] == [0]  # epoch 1 unlogged
+    third = lossbench(home, *args)
+    assert third.returncode == 0, third.stderr[-2000:]
+    client, (run,) = mlflow_runs(home)
+    assert run.info.status == "FINISHED"
+    for key in ("train_loss", "val_dice", "val_dice_best", "lr", "epoch_seconds"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2], key
+    for key in ("test_dice_mean", "best_epoch"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
+
+
+def test_two_runs_of_one_cell_on_a_fresh_store(cohort, tmp_path):
+    """Started at once on a store that does not exist yet: one trains, the other is told the cell is
+    running (no SQLite migration race); the OS lock is free again once the first is gone."""
+    home = tmp_path / "home"
+    args = [lossbench_executable(), "run", "--data", str(cohort), "--loss", "dl", "--net", "attunet", *TINY,
+            "--epochs", "400"]
+    procs = [subprocess.Popen(args, env=run_env(home), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        loser = wait_until(lambda: next((p for p in procs if p.poll() is not None), None),
+                           what="one of the two to stop")
+        out, err = loser.communicate()
+        assert loser.returncode == 1, err[-2000:]
+        assert err.startswith("error: this cell is already running in process ") and err.count("\n") == 1, err
+        winner = next(p for p in procs if p is not loser)
+        wait_until(lambda: list((home / "checkpoints").glob("*/state.pt")), process=winner,
+                   what="the first checkpoint")
+        winner.send_signal(signal.SIGKILL)
+        winner.wait()
+        assert_lock_free(next((home / "checkpoints").glob("*/lock")))  # the kernel released it
+        assert [r.info.status for r in mlflow_runs(home)[1]] == ["RUNNING"]  # one run, no FAILED second
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_a_closed_stdout_does_not_fail_the_training(cohort, tmp_path):
+    """``lossbench run … | head -1``: the reader goes away, the training finishes."""
+    home = tmp_path / "home"
+    proc = subprocess.Popen([lossbench_executable(), "run", "--data", str(cohort), "--loss", "dl", "--net",
+                             "attunet", *TINY], env=run_env(home), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline()  # the first line, then the reader is gone
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=600) == 0, err[-2000:]
+    assert "BrokenPipe" not in err
+    (run,) = mlflow_runs(home)[1]
+    assert run.info.status == "FINISHED"

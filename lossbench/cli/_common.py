@@ -33,8 +33,10 @@ def debug() -> bool:
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``error: message`` on one line to stderr and exit 1."""
-    line = " ".join(str(message).split())
+    """Print ``error: message`` on one line to stderr and exit 1 (credentials masked)."""
+    from lossbench.tracking import redact
+
+    line = " ".join(redact(str(message)).split())
     sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
     raise SystemExit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -31,6 +32,60 @@ def tune_malloc() -> str:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, script, *sys.argv[1:]], env)
+
+
+class _SurvivingStream:
+    """A text stream that a closed reader cannot break: ``lossbench run … | head`` or a closed
+    terminal turns further output into nothing instead of a BrokenPipeError that fails the run."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._lost = False
+
+    def _lose(self) -> None:
+        # point the file descriptor at /dev/null too: Python's own flush at exit must not fail either
+        self._lost = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self._lost:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ConnectionResetError, OSError, ValueError):
+                self._lose()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._lost:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ConnectionResetError, OSError, ValueError):
+                self._lose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def survive_lost_terminal() -> None:
+    """Training goes on when its output has nowhere to go: stdout and stderr survive a closed
+    reader, and when started from a terminal a hang-up (SIGHUP: the terminal was closed) is
+    ignored, as under ``nohup``."""
+    import signal
+
+    on_terminal = False
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _SurvivingStream):
+            with contextlib.suppress(Exception):
+                on_terminal = on_terminal or stream.isatty()
+            setattr(sys, name, _SurvivingStream(stream))
+    if on_terminal and hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def progress_bar(console: Any) -> Any:

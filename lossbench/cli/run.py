@@ -40,11 +40,15 @@ def run(
     With no options it trains attunet with l1dfl on the synthetic PSMA cohort with the CPU
     preset. Settings come from the preset, then --config, then the command line.
     """
-    from lossbench.cli._run_common import print_result, progress_bar, tune_malloc
+    from lossbench.cli._run_common import print_result, progress_bar, survive_lost_terminal, tune_malloc
     from lossbench.settings import build_config
 
     malloc_note = tune_malloc()
     _terminate_as_interrupt()
+    survive_lost_terminal()
+    from lossbench.tracking import check_experiment_name
+
+    check_experiment_name(experiment)
     reg = registry()
     cfg = build_config(
         reg, config=config, loss=loss, net=net, dataset=dataset, data=data, fold=fold, seed=seed, preset=preset,
@@ -64,13 +68,18 @@ def run(
     out.print(f"cell [bold]{cfg.name}[/] ({prepared.identity}): {len(prepared.train_ids)} train, "
               f"{len(prepared.val_ids)} validation, {len(prepared.test_ids)} test cases; preset {cfg.preset}",
               highlight=False)
+    started: list[str] = []  # the MLflow run, once one exists: what a failure message may say about it
+
+    def on_start(run_id: str, resumed: bool) -> None:
+        started.append(run_id)
+        progress.console.print(f"{'resuming' if resumed else 'started'} MLflow run {run_id}", highlight=False)
+
     try:
         with progress_bar(out) as progress:
             result = run_cell(
                 prepared, tracking_uri=tracking_uri, experiment=experiment, device=device, resume=resume,
                 force=force, progress=progress, extra_params={"malloc": malloc_note}, parent_run_id=parent_run_id,
-                on_start=lambda run_id, resumed: progress.console.print(
-                    f"{'resuming' if resumed else 'started'} MLflow run {run_id}", highlight=False),
+                on_start=on_start,
             )
     except CellAlreadyFinished as done:
         out.print(f"this cell already has a finished run ({done.run_id}); use --force to run it again",
@@ -78,12 +87,17 @@ def run(
         result = finished_result(tracking_uri, experiment, done.run_id)
     except LossbenchError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the run is marked FAILED in MLflow; tell the user how to go on
+    except Exception as exc:  # noqa: BLE001 - say what happened to the run (if any) and how to go on
         if debug():
             raise
+        if started:
+            raise LossbenchError(
+                f"training failed: {type(exc).__name__}: {exc} (MLflow run {started[0]} is marked FAILED; "
+                "run the same command again to resume from the last checkpoint, LOSSBENCH_DEBUG=1 for the traceback)"
+            ) from exc
         raise LossbenchError(
-            f"training failed: {type(exc).__name__}: {exc} (the MLflow run is marked FAILED; "
-            "run the same command again to resume from the last checkpoint, LOSSBENCH_DEBUG=1 for the traceback)"
+            f"could not start the run: {type(exc).__name__}: {exc} (no MLflow run was created; "
+            "LOSSBENCH_DEBUG=1 for the traceback)"
         ) from exc
     print_result(out, cfg, result)
 
