@@ -26,6 +26,9 @@ PSMA = Component(
         Param("label_geometry", str, "strict",
               "strict: a label off the PET grid is an error; resample: resample it nearest-neighbour at load time.",
               choices=("strict", "resample")),
+        Param("negative_suv_tolerance", float, 0.0,
+              "Most negative SUV accepted, as a positive number (e.g. 0.01: reconstructed PET has small "
+              "negatives); such voxels are reported per cohort and used as they are. 0: any negative SUV is an error."),
     ),
     description=(
         "Two input channels, CT (channel 0, min-max scaled to [0, 1] over the body crop) and PET in SUV "
@@ -42,7 +45,8 @@ PSMA = Component(
         "The label must lie on the PET grid (same shape and affine); a CT on another grid is resampled onto "
         "the PET grid at load time (linear, padding -1024 HU). Nothing is written into the data folder. "
         "Every case is checked before training: missing modality or label, non-binary label, label/PET "
-        "geometry, NaN or negative SUV, empty or corrupt files."
+        "geometry, NaN or negative SUV (beyond negative_suv_tolerance), empty or corrupt files; an image may be 3-D "
+        "or (x, y, z, 1)."
     ),
     citation=(
         "Dzikunu et al., Adaptive voxel-weighted loss using L1 norms in deep neural networks for detection and "

@@ -57,13 +57,17 @@ def check_psma(params: Mapping[str, Any], **context: Any) -> None:
         raise LossbenchError(f"dataset psma: test_fraction={fraction} must be in [0, 1)")
     if params.get("n_folds", 5) < 2:
         raise LossbenchError(f"dataset psma: n_folds={params.get('n_folds')} must be at least 2")
+    tolerance = params.get("negative_suv_tolerance", 0.0)
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise LossbenchError(f"dataset psma: negative_suv_tolerance={tolerance} must be a number >= 0 "
+                             "(the most negative SUV accepted, as a positive number; 0 = none)")
 
 
 # -- remembering successful validations -------------------------------------------------------
-VALIDATION_FORMAT = "lossbench-psma-validation/1"
+VALIDATION_FORMAT = "lossbench-psma-validation/2"
 
 
-def _fingerprint(cases: Sequence[Case], label_geometry: str) -> dict[str, Any]:
+def _fingerprint(cases: Sequence[Case], label_geometry: str, negative_suv_tolerance: float = 0.0) -> dict[str, Any]:
     """Path, size and mtime of every file of every case: cheap (stat only), changes with any file."""
     files = []
     for case in cases:
@@ -75,7 +79,8 @@ def _fingerprint(cases: Sequence[Case], label_geometry: str) -> dict[str, Any]:
                 files.append([case.id, str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
             except OSError:
                 files.append([case.id, str(path), -1, -1])
-    return {"format": VALIDATION_FORMAT, "label_geometry": label_geometry, "files": files}
+    return {"format": VALIDATION_FORMAT, "label_geometry": label_geometry,
+            "negative_suv_tolerance": float(negative_suv_tolerance), "files": files}
 
 
 def _validation_record(fingerprint: Mapping[str, Any]) -> Path:
@@ -239,10 +244,16 @@ def detect_layout(root: Path) -> str:
 
 
 # -- validation -------------------------------------------------------------------------------
+def _spatial(shape) -> tuple[int, ...]:
+    """The 3-D shape of an image, a trailing singleton 4th axis (x, y, z, 1) dropped."""
+    shape = tuple(int(n) for n in shape)
+    return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+
+
 def _same_grid(a_shape, a_affine, b_shape, b_affine) -> bool:
     import numpy as np
 
-    return tuple(a_shape) == tuple(b_shape) and bool(np.allclose(a_affine, b_affine, atol=AFFINE_ATOL))
+    return _spatial(a_shape) == _spatial(b_shape) and bool(np.allclose(a_affine, b_affine, atol=AFFINE_ATOL))
 
 
 def _load(case: Case, role: str, path: Path, problems: list[str]):
@@ -263,8 +274,8 @@ def _load(case: Case, role: str, path: Path, problems: list[str]):
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
         problems.append(f"{where} cannot be read: {type(exc).__name__}: {str(exc).strip() or 'unreadable'}")
         return None
-    if len(shape) != 3:
-        problems.append(f"{where} must be a 3-D image, got shape {tuple(shape)}")
+    if len(_spatial(shape)) != 3:  # (x, y, z, 1) is 3-D too, as lossbench evaluate reads it
+        problems.append(f"{where} must be a 3-D image (or x, y, z, 1), got shape {tuple(shape)}")
         return None
     if 0 in shape:
         problems.append(f"{where} is empty (shape {tuple(shape)})")
@@ -277,8 +288,12 @@ def _load(case: Case, role: str, path: Path, problems: list[str]):
     return img, data
 
 
-def check_case(case: Case, label_geometry: str = "strict") -> tuple[list[str], list[str]]:
+def check_case(case: Case, label_geometry: str = "strict",
+               negative_suv_tolerance: float = 0.0) -> tuple[list[str], list[str]]:
     """``(problems, notes)`` of one case; each names the case and the file.
+
+    Negative SUV down to ``-negative_suv_tolerance`` (reconstructed PET has small negatives) is a
+    note, reported with its count and minimum; the values are used as they are (not clipped).
 
     Files are read one at a time and their data dropped once checked, so that a few cases can
     be checked in parallel without holding every volume in memory.
@@ -300,9 +315,16 @@ def check_case(case: Case, label_geometry: str = "strict") -> tuple[list[str], l
         if np.issubdtype(data.dtype, np.floating) and np.isnan(data).any():
             problems.append(f"case {case.id}: PET file {case.pet} contains {int(np.isnan(data).sum())} NaN voxels "
                             "(SUV must be finite)")
-        elif float(np.min(data)) < 0:
+        elif float(np.min(data)) < -negative_suv_tolerance:
             problems.append(f"case {case.id}: PET file {case.pet} has negative SUV (minimum {float(np.min(data)):.4g}, "
-                            f"{int((data < 0).sum())} voxels); SUV must be >= 0")
+                            f"{int((data < 0).sum())} voxels); "
+                            + (f"beyond negative_suv_tolerance={negative_suv_tolerance:g}" if negative_suv_tolerance
+                               else "SUV must be >= 0, or set negative_suv_tolerance to accept the small "
+                                    "negatives of a reconstruction"))
+        elif float(np.min(data)) < 0:
+            notes.append(f"case {case.id}: PET file {case.pet} has {int((data < 0).sum())} voxels of negative SUV "
+                         f"(minimum {float(np.min(data)):.4g}) within negative_suv_tolerance="
+                         f"{negative_suv_tolerance:g}; they are used as they are")
         elif not np.isfinite(data).all():
             problems.append(f"case {case.id}: PET file {case.pet} contains infinite values")
         del data
@@ -340,6 +362,37 @@ def check_case(case: Case, label_geometry: str = "strict") -> tuple[list[str], l
             notes.append(f"case {case.id}: CT file {case.ct} is not on the PET grid; it is resampled "
                          f"(linear, padding {CT_PAD_HU:g} HU) onto the PET grid at load time")
     return problems, notes
+
+
+#: What a per-case note says, once for the cohort: (pattern of the note, the cohort sentence).
+_NOTE_KINDS = (
+    (re.compile(r"CT file .* is not on the PET grid"),
+     f"CT is not on the PET grid; it is resampled (linear, padding {CT_PAD_HU:g} HU) onto the PET grid at load time"),
+    (re.compile(r"label file .* is not on the PET grid"),
+     "the label is not on the PET grid; it is resampled nearest-neighbour onto the PET grid at load time"),
+    (re.compile(r"voxels of negative SUV .* within negative_suv_tolerance"),
+     "PET has negative SUV within negative_suv_tolerance; the values are used as they are"),
+)
+
+
+def cohort_notes(notes: Sequence[str], n_cases: int) -> list[str]:
+    """Per-case notes as one line per kind for the cohort: ``in 12 of 380 cases (PSMA-001, …): CT is …``."""
+    grouped: dict[str, list[str]] = {}
+    for note in notes:
+        case = note.split(":", 1)[0].removeprefix("case ").strip()
+        sentence = next((text for pattern, text in _NOTE_KINDS if pattern.search(note)), None)
+        if sentence is None:
+            grouped.setdefault(note, [])  # a note of no known kind is kept as it is
+            continue
+        grouped.setdefault(sentence, []).append(case)
+    out = []
+    for sentence, cases in grouped.items():
+        if not cases:
+            out.append(sentence)
+            continue
+        shown = ", ".join(cases[:5]) + (", …" if len(cases) > 5 else "")
+        out.append(f"dataset psma: in {len(cases)} of {n_cases} cases ({shown}): {sentence}")
+    return out
 
 
 # -- MONAI transforms -------------------------------------------------------------------------
@@ -412,6 +465,7 @@ class PsmaDataset(PetCtDataset):
         test_fraction: float = 0.2,
         test_seed: int = 0,
         label_geometry: str = "strict",
+        negative_suv_tolerance: float = 0.0,
     ) -> None:
         if layout not in LAYOUTS:
             raise LossbenchError(f"dataset psma: layout {layout!r} is not one of {', '.join(LAYOUTS)}")
@@ -420,7 +474,8 @@ class PsmaDataset(PetCtDataset):
         if label_geometry not in LABEL_GEOMETRY:
             raise LossbenchError(f"dataset psma: label_geometry {label_geometry!r} is not one of "
                                  f"{', '.join(LABEL_GEOMETRY)}")
-        check_psma({"data": data, "test_fraction": test_fraction, "n_folds": n_folds})
+        check_psma({"data": data, "test_fraction": test_fraction, "n_folds": n_folds,
+                    "negative_suv_tolerance": negative_suv_tolerance})
         self.data = data
         self.layout = layout
         self.n_folds = n_folds
@@ -429,6 +484,7 @@ class PsmaDataset(PetCtDataset):
         self.test_fraction = test_fraction
         self.test_seed = test_seed
         self.label_geometry = label_geometry
+        self.negative_suv_tolerance = float(negative_suv_tolerance)
         self.notes: list[str] = []
         self._root: Path | None = None
         self._layout: str | None = None
@@ -475,7 +531,8 @@ class PsmaDataset(PetCtDataset):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "root": str(self.root), "layout": self.resolved_layout,
-                "label_geometry": self.label_geometry}
+                "label_geometry": self.label_geometry, "negative_suv_tolerance": self.negative_suv_tolerance,
+                "notes": cohort_notes(self.notes, len(self.cases())) if self.notes else []}
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self, workers: int | None = None) -> None:
@@ -486,8 +543,9 @@ class PsmaDataset(PetCtDataset):
         or removed), later runs skip the reading — a real cohort takes minutes to read, and every
         cell of a matrix validates its data. Any change makes it read everything again.
 
-        Notes that do not stop a run (grids resampled at load time) are kept in ``self.notes``
-        and issued as :class:`DatasetWarning`.
+        Notes that do not stop a run (grids resampled at load time, negative SUV within the
+        tolerance) are kept per case in ``self.notes`` and issued as one :class:`DatasetWarning`
+        per kind for the whole cohort, with the number of cases (:func:`cohort_notes`).
         """
         cases = self.cases()
         if not any(c.split == "train" for c in cases):
@@ -496,7 +554,7 @@ class PsmaDataset(PetCtDataset):
         if len(set(ids)) != len(ids):
             dupe = next(i for i in ids if ids.count(i) > 1)
             raise DatasetError(f"dataset psma: case {dupe!r} is both a training and a test case in {self.root}")
-        fingerprint = _fingerprint(cases, self.label_geometry)
+        fingerprint = _fingerprint(cases, self.label_geometry, self.negative_suv_tolerance)
         record = _validation_record(fingerprint)
         cached = _read_json(record)
         if cached is not None and cached.get("fingerprint") == fingerprint:
@@ -504,13 +562,14 @@ class PsmaDataset(PetCtDataset):
         else:
             workers = workers or max(1, min(4, os.cpu_count() or 1))
             with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(lambda c: check_case(c, self.label_geometry), cases))
+                results = list(pool.map(lambda c: check_case(c, self.label_geometry, self.negative_suv_tolerance),
+                                        cases))
             problems = [p for found, _ in results for p in found]
             self.notes = [n for _, found in results for n in found]
             if problems:
                 raise DatasetError.from_problems(problems)
             _write_json_atomic(record, {"fingerprint": fingerprint, "notes": self.notes})
-        for note in self.notes:
+        for note in cohort_notes(self.notes, len(cases)):
             warnings.warn(note, DatasetWarning, stacklevel=2)
 
     # -- transforms ----------------------------------------------------------------------------
@@ -534,7 +593,9 @@ class PsmaDataset(PetCtDataset):
         keys = [CT_KEY, PET_KEY, LABEL_KEY]
         missing_ok = stage == "infer"  # inference may run on studies without a label
         steps = [
-            LoadImaged(keys, reader="NibabelReader", image_only=True, allow_missing_keys=missing_ok),
+            # squeeze_non_spatial_dims: an (x, y, z, 1) file loads as (x, y, z), as validation accepts it
+            LoadImaged(keys, reader="NibabelReader", image_only=True, allow_missing_keys=missing_ok,
+                       squeeze_non_spatial_dims=True),
             EnsureChannelFirstd(keys, channel_dim="no_channel", allow_missing_keys=missing_ok),
             __getattr__("AlignToPETd")([CT_KEY, LABEL_KEY], allow_missing_keys=True),
             CropForegroundd(keys, source_key=CT_KEY, margin=0, allow_smaller=True, allow_missing_keys=missing_ok),

@@ -201,6 +201,45 @@ def test_negative_suv(nnunet_root, phantoms):
     assert f"case PSMA-005: PET file {path} has negative SUV (minimum -0.5" in _validate_error(nnunet_root)
 
 
+def test_small_negative_suv_is_accepted_only_within_the_tolerance_and_reported(nnunet_root, phantoms):
+    for case in (2, 5):  # one voxel of -0.003, as a reconstruction gives
+        path = nnunet_root / "imagesTr" / f"PSMA-00{case}_0001.nii.gz"
+        study = phantoms.make_study(seed=case)
+        study.pet[20, 20, 20] = -0.003
+        phantoms.save(study.pet, study.affine, path)
+    message = _validate_error(nnunet_root)  # default: no tolerance, refused with the way out named
+    assert "negative SUV (minimum -0.003" in message and "negative_suv_tolerance" in message
+    ds = psma(nnunet_root, negative_suv_tolerance=0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds.validate()
+    lines = [str(w.message) for w in caught if issubclass(w.category, DatasetWarning)]
+    assert lines == ["dataset psma: in 2 of 9 cases (PSMA-002, PSMA-005): PET has negative SUV within "
+                     "negative_suv_tolerance; the values are used as they are"]
+    assert ds.info()["negative_suv_tolerance"] == 0.01 and ds.info()["notes"] == lines  # logged with the run
+    assert "minimum -0.003" in " ".join(ds.notes)
+    with pytest.raises(LossbenchError, match="negative_suv_tolerance=0.001"):  # beyond it: still refused
+        psma(nnunet_root, negative_suv_tolerance=0.001).validate()
+    with pytest.raises(LossbenchError, match="negative_suv_tolerance=-1 must be"):
+        psma(nnunet_root, negative_suv_tolerance=-1)
+
+
+def test_a_trailing_singleton_fourth_axis_is_accepted_as_evaluate_does(nnunet_root, phantoms, one_torch_thread):
+    from lossbench.evaluation.io import read_image
+
+    study = phantoms.make_study(seed=3)
+    pet_path = nnunet_root / "imagesTr" / "PSMA-003_0001.nii.gz"
+    phantoms.save(study.pet[..., None], study.affine, pet_path)  # (x, y, z, 1), as some scanners write
+    phantoms.save(study.label[..., None], study.affine, nnunet_root / "labelsTr" / "PSMA-003.nii.gz")
+    assert read_image(pet_path, kind="pet").array.shape == study.pet.shape  # what evaluate accepts
+    ds = psma(nnunet_root)
+    ds.validate()  # run accepts it too
+    item = ds.transforms("val", patch=PATCH)(ds.data_dicts(ds.cases_by_id(["PSMA-003"]))[0])
+    assert item["image"].shape[0] == 2 and item["image"].shape[1:] == item["label"].shape[1:]
+    phantoms.save(np.stack([study.pet, study.pet], -1), study.affine, pet_path)
+    assert "must be a 3-D image (or x, y, z, 1), got shape" in _validate_error(nnunet_root)
+
+
 def test_empty_file(nnunet_root):
     path = nnunet_root / "imagesTr" / "PSMA-006_0000.nii.gz"
     path.write_bytes(b"")
@@ -424,8 +463,9 @@ def test_ct_on_another_grid_is_resampled_to_pet(cohorts, one_torch_thread, phant
     ct_affine = phantoms.make_affine(spacing=(1.0, 1.0, 1.0), origin=(start, start, start))
     phantoms.save(fine, ct_affine, root / "imagesTr" / "PSMA-000_0000.nii.gz")
     ds = psma(root, test_fraction=0.0)
-    with pytest.warns(DatasetWarning, match="PSMA-000: CT file .* resampled"):
+    with pytest.warns(DatasetWarning, match=r"in 1 of 5 cases \(PSMA-000\): CT is not on the PET grid; it is resampled"):
         ds.validate()
+    assert any("PSMA-000: CT file" in note for note in ds.notes)
     steps = ds.deterministic_transforms("val")
     upto = next(i for i, t in enumerate(steps) if type(t).__name__ == "AlignToPETd") + 1
     item = Compose(steps[:upto])(ds.data_dicts(ds.cases_by_id(["PSMA-000"]))[0])
