@@ -264,6 +264,10 @@ def _run_cells(tracker: Any, exe: Any, result: MatrixResult, *, shared: dict[str
                          "left by an earlier run")
                 note(f"started a local MLflow server at {server.url} for the parallel cells")
                 commands(server.url)
+            for job in pending:  # a fresh log per matrix run; the attempts of this run append to it
+                assert job.log is not None
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                job.log.write_bytes(b"")
             tasks = [CellTask(name=j.config.name, argv=tuple(j.command), env=env, log=str(j.log),
                               gpus=getattr(exe, "gpus_per_cell", 0) or 0) for j in pending]
             for task, outcome in execute(exe, tasks, limit=max(parallel, 1), on_submit=submitted):

@@ -46,6 +46,8 @@ from lossbench.paths import CHECKPOINTS_ENV
 CRASH_PREFIX = "error: training failed:"
 #: Written to a cell's log at the start of every attempt.
 HEADER_PREFIX = "== lossbench executor:"
+#: Followed by the process id of the cell's ``lossbench run`` (for a person, or a test, to find it).
+PROCESS_PREFIX = "== cell process"
 #: Environment variables a cell takes from the matrix to another host (besides LOSSBENCH_HOME).
 FORWARDED_PREFIXES = ("LOSSBENCH_", "MLFLOW_")
 
@@ -211,6 +213,8 @@ def run_argv(task: CellTask, *, on_spawn: Callable[[subprocess.Popen], None] | N
                   f"CUDA_VISIBLE_DEVICES={devices if devices is not None else '(unset)'}\n".encode())
         out.flush()
         proc = spawn(cell_command(task.argv), env=env, stdout=out, stderr=subprocess.STDOUT)
+        out.write(f"{PROCESS_PREFIX} {proc.pid}\n".encode())
+        out.flush()
     if on_spawn is not None:
         on_spawn(proc)
     try:
@@ -284,8 +288,10 @@ def preflight(executor: Executor, *, tracking_uri: str, artifact_location: str |
     if _loopback(tracking_uri):
         raise LossbenchError(f"{where}, which cannot reach the tracking server at 127.0.0.1/localhost: give its "
                              "network address in --tracking-uri (`lossbench server --host 0.0.0.0`)")
-    local_artifacts = artifact_location is not None and (
-        artifact_location.startswith("file:") or "://" not in artifact_location and ":" not in artifact_location[:3])
+    import urllib.parse
+
+    scheme = urllib.parse.urlsplit(artifact_location or "").scheme
+    local_artifacts = artifact_location is not None and (scheme in ("", "file") or len(scheme) == 1)
     if local_artifacts and not shared_fs:
         raise LossbenchError(
             f"{where}, but the experiment stores artifacts in {artifact_location}, a folder of one host: serve them "

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,11 +59,19 @@ class RayExecutor(Executor):
             init["address"] = address
         else:
             init.update(num_gpus=num_gpus, num_cpus=num_cpus)
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             ray.init(**init)
         except Exception as exc:  # noqa: BLE001 - ConnectionError and friends: one line
             raise LossbenchError(f"cannot start or join Ray ({address or 'a private instance'}): "
                                  f"{type(exc).__name__}: {exc}") from None
+        finally:
+            # Ray installs a fatal-signal handler that aborts the driver on SIGTERM: restore ours,
+            # so that a SIGTERM cancels the cells (their runs KILLED) like Ctrl-C
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(sig, handler)
         resources = ray.cluster_resources()
         self.cluster_gpus = float(resources.get("GPU", 0))
         self.cluster_cpus = float(resources.get("CPU", 0))
@@ -72,10 +82,9 @@ class RayExecutor(Executor):
             raise LossbenchError(f"-X gpus_per_cell={self.gpus_per_cell:g} but the Ray cluster has "
                                  f"{self.cluster_gpus:g} GPUs")
         self.cpus_per_cell = cpus_per_cell
-        self._remote = ray.remote(run_cell_task).options(
-            num_gpus=self.gpus_per_cell, num_cpus=cpus_per_cell, max_retries=max_retries,
-            retry_exceptions=[CellCrashed],
-        )
+        self._remote = ray.remote(run_cell_task)
+        self._options = {"num_gpus": self.gpus_per_cell, "num_cpus": cpus_per_cell, "max_retries": max_retries,
+                         "retry_exceptions": [CellCrashed]}
 
     def parallelism(self, pending: int) -> int:
         fits = []
@@ -92,7 +101,7 @@ class RayExecutor(Executor):
                 f"{self.cluster_cpus:g} CPUs; {self.gpus_per_cell:g} GPU and {self.cpus_per_cell:g} CPU per cell)")
 
     def submit(self, task: CellTask) -> Any:
-        return self._remote.options(name=task.name).remote(dataclasses.asdict(task))
+        return self._remote.options(name=task.name, **self._options).remote(dataclasses.asdict(task))
 
     def wait(self, handles: Sequence[Any], timeout: float) -> list[tuple[Any, Outcome]]:
         ray = self._ray

@@ -113,7 +113,8 @@ class SlurmExecutor(Executor):
                                       "tasks_per_node": 1, "nodes": 1, "name": "lossbench"}
             if mem_gb is not None:
                 params["mem_gb"] = mem_gb
-            params[f"{cluster}_signal_delay_s"] = signal_delay_s
+            if cluster == "slurm":
+                params["slurm_signal_delay_s"] = signal_delay_s
             for key, value in (("partition", partition), ("account", account), ("qos", qos),
                                ("constraint", constraint)):
                 if value is not None:
@@ -122,8 +123,8 @@ class SlurmExecutor(Executor):
                     params[f"slurm_{key}"] = value
             try:
                 self._executor.update_parameters(**params)
-            except (ValueError, TypeError) as exc:
-                raise LossbenchError(f"slurm executor: {exc}") from None
+            except (ValueError, TypeError, NameError) as exc:
+                raise LossbenchError(f"slurm executor: {' '.join(str(exc).split())}") from None
 
     def parallelism(self, pending: int) -> int:
         if self.cluster == "debug":
