@@ -23,6 +23,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -137,8 +138,9 @@ def cell_lock(folder: Path) -> Iterator[None]:
     An OS lock (``flock`` through :mod:`filelock`) on ``<folder>/lock``: the kernel releases it when
     the holder exits in any way, ``kill -9`` included, so there is no stale lock to guess about and
     no PID that another process could have reused. The lock file itself stays (removing it would
-    let two processes lock two different files); ``<folder>/owner`` names the holder's process for
-    the message.
+    let two processes lock two different files); ``<folder>/owner`` names the holder's host and
+    process for the message (``LOSSBENCH_CHECKPOINTS`` may be a folder shared by many nodes; over
+    NFS the lock is the server's, released when the holder's node dies and its lease ends).
     """
     from filelock import FileLock, Timeout
 
@@ -149,13 +151,15 @@ def cell_lock(folder: Path) -> Iterator[None]:
     try:
         handle.acquire()
     except Timeout:
-        try:
-            who = f" in process {int(owner.read_text().strip())}"
+        try:  # "<host> <pid>" (older lossbench: "<pid>")
+            *host, pid = owner.read_text().split()
+            where = f" on host {host[0]}" if host and host[0] != socket.gethostname() else ""
+            who = f"{where} in process {int(pid)}"
         except (OSError, ValueError):
             who = ""
         raise LossbenchError(f"this cell is already running{who} (lock {lock})") from None
     try:
-        owner.write_text(f"{os.getpid()}\n")
+        owner.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # host too: the folder may be shared
         yield
     finally:
         owner.unlink(missing_ok=True)

@@ -274,3 +274,17 @@ def test_slurm_local_executor_requeues_a_preempted_cell_and_resumes_it(cohort, t
     assert epochs_logged(home, runs[0].info.run_id) == list(range(12))  # each epoch exactly once
     submitit_log = "\n".join(p.read_text(errors="replace") for p in (home / "matrix").glob("*/submitit/*.out"))
     assert "Requeued job" in submitit_log or "Exiting gracefully after preemption" in submitit_log
+
+
+def test_the_cell_lock_names_the_host_of_its_holder(tmp_path):
+    from filelock import FileLock
+
+    from lossbench.engine import LOCK_FILE, OWNER_FILE, cell_lock
+
+    with FileLock(str(tmp_path / LOCK_FILE), timeout=0):  # held by "another node" sharing the folder
+        (tmp_path / OWNER_FILE).write_text("gpu-node-7 4242\n")
+        with pytest.raises(LossbenchError, match="already running on host gpu-node-7 in process 4242"):
+            with cell_lock(tmp_path):
+                pass
+    with cell_lock(tmp_path):  # free again: taken, and the owner names this host
+        assert (tmp_path / OWNER_FILE).read_text().split() == [os.uname().nodename, str(os.getpid())]
