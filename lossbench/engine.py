@@ -368,11 +368,20 @@ class Cell:
         path = self.folder / STATE_FILE
         if not path.exists():
             return None
+        import warnings
+
         try:
             # weights_only: a crafted file cannot run code; only tensors and plain values load.
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about foreign pickles: the error below says it
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a torn, foreign or crafted file: say so, run nothing from it
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            import pickle
+
+            if isinstance(exc, pickle.UnpicklingError):  # torch's many-line advice: say it in our words
+                first = "it holds objects other than tensors and plain values: a foreign or crafted file"
+            else:  # a torn or truncated file
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LossbenchError(f"checkpoint {path} cannot be read safely ({first}); delete it or run with "
                                  "--force") from None
         if not isinstance(state, dict) or state.get("format") != "lossbench-state/2":

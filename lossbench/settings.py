@@ -46,6 +46,13 @@ def build_config(
     (its ``presets[preset]``) come before the file and the command line.
     """
     file_cfg = load_config(config) if config else {}
+    unknown = sorted(set(file_cfg) - {"loss", "network", "dataset", "train"})
+    if unknown:  # a misspelt table would be silently ignored otherwise
+        from lossbench.errors import ConfigError
+
+        raise ConfigError(f"config file {str(config)!r}: unknown table{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(f'[{k}]' for k in unknown)}; a cell's file has [loss], [network], "
+                          "[dataset] and [train]")
     file_train = train_section(file_cfg)
     preset_name = preset or file_train.pop("preset", None) or DEFAULTS["preset"]
     fold_value = fold if fold is not None else int(file_train.pop("fold", DEFAULTS["fold"]))

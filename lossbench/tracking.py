@@ -234,8 +234,8 @@ class Tracker:
         _quiet_mlflow()  # mlflow sets its own logger levels when imported
         shown = redact(self.uri)
         try:
-            self._client = MlflowClient(tracking_uri=self.uri)
-            with _store_init_lock(self.uri):  # the first access creates and migrates a SQLite store
+            with _store_init_lock(self.uri):  # the client creates and migrates a fresh SQLite store
+                self._client = MlflowClient(tracking_uri=self.uri)
                 found = self._client.get_experiment_by_name(experiment)
                 if found is None and not create:
                     raise TrackingError(f"no experiment {experiment!r} in {shown}")

@@ -200,6 +200,18 @@ def test_config_file_sets_loss_and_training(cohort, tmp_path):
     assert (cfg.epochs, cfg.patch, cfg.seed, cfg.preset) == (2, (32, 32, 16), 4, "cpu")
 
 
+def test_a_misspelt_config_table_is_an_error_not_ignored(tmp_path):
+    from lossbench.errors import ConfigError
+    from lossbench.registry import load_registry
+    from lossbench.settings import build_config
+
+    cfg_file = tmp_path / "cell.toml"
+    cfg_file.write_text("[trainer]\nepochs = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown table \[trainer\]"):
+        build_config(load_registry(), config=cfg_file, loss=None, net=None, dataset=None, data=None, fold=None,
+                     seed=None, preset=None, loss_param=[], net_param=[], data_param=[], train={})
+
+
 def test_unreachable_tracking_server_is_one_line(cohort, tmp_path):
     result = lossbench(tmp_path / "home", "--data", str(cohort), *TINY, "--tracking-uri", "http://127.0.0.1:9")
     assert result.returncode == 1
@@ -366,6 +378,19 @@ def test_two_runs_of_one_cell_on_a_fresh_store(cohort, tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_processes_opening_a_fresh_store_at_once_do_not_race_its_migrations(tmp_path):
+    """Different cells start together: each opens the store; one creates it, the others wait."""
+    import sys
+
+    home = tmp_path / "home"
+    code = "from lossbench.tracking import Tracker; Tracker(None, 'lossbench'); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=run_env(home), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-300:] for _, err in results]
+    assert (home / "mlflow.db.lock").exists()
 
 
 def test_a_closed_stdout_does_not_fail_the_training(cohort, tmp_path):

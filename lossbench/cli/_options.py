@@ -46,9 +46,11 @@ DataParams = Annotated[list[str], typer.Option(
     "--data-param", "-D", help="Dataset parameter name=value (repeatable).")]
 Config = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML file with [loss], [network], [dataset] and [train] settings.")]
-Experiment = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
+Experiment = Annotated[str, typer.Option(
+    "--experiment", help="MLflow experiment name (also the folder mlartifacts/<name>: no '/', '.' or '..').")]
 TrackingUri = Annotated[Optional[str], typer.Option(
-    "--tracking-uri", help="MLflow tracking server URI (default: the SQLite store under $LOSSBENCH_HOME).")]
+    "--tracking-uri", help="MLflow tracking server URI (default: the SQLite store under $LOSSBENCH_HOME); "
+    "credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
