@@ -264,6 +264,9 @@ def _run_cells(tracker: Any, exe: Any, result: MatrixResult, *, shared: dict[str
                          "left by an earlier run")
                 note(f"started a local MLflow server at {server.url} for the parallel cells")
                 commands(server.url)
+                # a server on 127.0.0.1 is up or gone, not flaky: few HTTP retries, so that cells whose
+                # matrix (and server) died mark their runs and end in seconds, not minutes of backoff
+                env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", **env}
             for job in pending:  # a fresh log per matrix run; the attempts of this run append to it
                 assert job.log is not None
                 job.log.parent.mkdir(parents=True, exist_ok=True)

@@ -225,7 +225,7 @@ def test_kill_9_of_a_matrix_leaves_no_process_and_the_rerun_completes(cohort, tm
     proc.kill()
     proc.communicate()
     wait_until(lambda: not any(alive(p) and not _zombie(p) for p in children), what="the cells and the server to end",
-               timeout=60)
+               timeout=120)
 
     again = start_matrix(home, *args)
     code, out, err = finish(again)
