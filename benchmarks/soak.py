@@ -154,7 +154,10 @@ def kill_trial(i: int, cohort: Path, root: Path, ref: dict, ref_seconds: float, 
             os.kill(proc.pid, signal.SIGKILL)
         output = proc.communicate()[0]
         state = list((home / "checkpoints").glob("*/state.pt"))
-        runs = snapshot(home) if killed else []
+        try:
+            runs = snapshot(home) if killed else []
+        except Exception as exc:  # noqa: BLE001 - a store the kill left unreadable: the re-run will tell
+            runs = [f"unreadable: {type(exc).__name__}"]
         epochs_done = output.count("checkpoint saved")
         if not runs:
             moment = f"t={delay:.0f}s before the run existed (caching, checks)"
@@ -163,7 +166,10 @@ def kill_trial(i: int, cohort: Path, root: Path, ref: dict, ref_seconds: float, 
         else:
             moment = f"t={delay:.0f}s test inference/artifacts/finishing ({'state' if state else 'no state'})"
     second = run(home, args)
-    runs = snapshot(home)
+    try:
+        runs = snapshot(home)
+    except Exception as exc:  # noqa: BLE001
+        return {"trial": i, "moment": moment, "killed": killed, "problems": [f"store unreadable: {exc}"[:200]]}
     problems = [] if second.returncode == 0 else [f"re-run exit {second.returncode}: {second.stderr.strip()[-200:]}"]
     if len(runs) != 1:
         problems.append(f"{len(runs)} runs")

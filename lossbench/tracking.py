@@ -53,6 +53,19 @@ KIND_TAG = "lossbench.kind"
 ERROR_TAG = "lossbench.error"
 MATRIX_TAG = "lossbench.matrix"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the run's (or experiment's) description in the MLflow UI
+#: MLflow 3's UI opens an experiment without this tag in its GenAI view; lossbench's are model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: A saved runs-table view (experiment tag ``mlflow.sharedViewState.<key>``, opened with
+#: ``?viewStateShareKey=<key>``): loss, network, fold, seed and the test summaries first.
+VIEW_KEY = "lossbench"
+VIEW_COLUMNS = (
+    *(f"tags.`lossbench.{k}`" for k in ("loss", "network", "fold", "seed")),
+    *(f"metrics.`{k}`" for k in ("test_dice_mean", "test_dice_pooled", "test_f1_pooled", "test_sensitivity_pooled",
+                                 "test_fp_pooled", "best_val_dice", "best_epoch")),
+    "attributes.`Dataset`", "attributes.`Models`", "attributes.`Duration`",
+)
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit on a param value
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
@@ -106,12 +119,24 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+DEFAULT_EXPERIMENT = "lossbench"
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
-    """``None`` means the embedded SQLite store under ``$LOSSBENCH_HOME``."""
+    """The store to use: ``uri``, else MLflow's own ``MLFLOW_TRACKING_URI``, else the embedded
+    SQLite store under ``$LOSSBENCH_HOME``."""
+    uri = uri or os.environ.get(TRACKING_URI_ENV, "").strip() or None
     if not uri:
         paths.ensure_home()
         return paths.default_tracking_uri()
     return uri
+
+
+def default_experiment() -> str:
+    """The experiment when none is given: MLflow's ``MLFLOW_EXPERIMENT_NAME``, else ``lossbench``."""
+    return os.environ.get(EXPERIMENT_ENV, "").strip() or DEFAULT_EXPERIMENT
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -149,7 +174,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 @contextlib.contextmanager
 def _store_init_lock(uri: str) -> Iterator[None]:
-    """Hold ``<store>.lock`` while a process first opens a SQLite store (creation and migrations)."""
+    """Hold ``<store>.lock`` while a process first opens a SQLite store; create it if it is missing."""
     if not uri.startswith("sqlite:///"):
         yield
         return
@@ -158,7 +183,26 @@ def _store_init_lock(uri: str) -> Iterator[None]:
     db = Path(uri[len("sqlite:///"):])
     db.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(db) + ".lock", timeout=600):
+        if not db.exists():
+            _create_store(db)
         yield
+
+
+def _create_store(db: Path) -> None:
+    """Create and migrate a SQLite store under a temporary name, then rename it into place: a
+    process killed during MLflow's migrations leaves a temporary (removed here next time), never a
+    half-migrated store that no later process could open."""
+    from mlflow.tracking import MlflowClient
+
+    from lossbench.fsio import atomic_path, remove_stale_temps
+
+    remove_stale_temps(db.parent, db.name)
+    for journal in db.parent.glob(f".{db.name}.*.tmp-journal"):  # SQLite's journal of a killed creation
+        journal.unlink(missing_ok=True)
+    with atomic_path(db) as tmp:
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")  # creates the tables, runs the migrations
+        with contextlib.suppress(Exception):
+            client._tracking_client.store.engine.dispose()
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -217,10 +261,12 @@ class Tracker:
     """One experiment in one tracking store."""
 
     def __init__(
-        self, tracking_uri: str | None = None, experiment: str = "lossbench", *, create: bool = True
+        self, tracking_uri: str | None = None, experiment: str | None = None, *, create: bool = True
     ) -> None:
-        """Open ``experiment`` in the store, creating it unless ``create`` is false (readers)."""
+        """Open ``experiment`` (default: :func:`default_experiment`) in the store (default:
+        :func:`resolve_tracking_uri`), creating it unless ``create`` is false (readers)."""
         _quiet_mlflow()
+        experiment = experiment or default_experiment()
         check_experiment_name(experiment)
         uri, user, password = split_credentials(resolve_tracking_uri(tracking_uri))
         if user is not None:
@@ -251,11 +297,35 @@ class Tracker:
                             "or choose another --experiment"
                         )
                     self.experiment_id = found.experiment_id
+                if create:
+                    self._mark_model_training(dict(found.tags) if found is not None else {})
         except LossbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure is one line for the user
             raise TrackingError(redact(f"cannot use tracking store {self.uri}: {type(exc).__name__}: {exc}")) from None
         self.experiment = experiment
+
+    def _mark_model_training(self, tags: Mapping[str, str]) -> None:
+        """Experiment tags (set once): a model-training experiment, the runs-table view, a description."""
+        import json
+
+        wanted = {
+            EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+            f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps({
+                "selectedColumns": list(VIEW_COLUMNS), "orderByKey": "attributes.start_time", "orderByAsc": False}),
+        }
+        if NOTE_TAG not in tags:
+            wanted[NOTE_TAG] = (
+                "lossbench cells (loss × network × fold × seed) and comparisons. Runs table with loss, network, "
+                f"fold, seed and the test summaries first: [lossbench view](#/experiments/{self.experiment_id}"
+                f"?viewStateShareKey={VIEW_KEY})")
+        for key, value in wanted.items():
+            if tags.get(key) != value:
+                self._client.set_experiment_tag(self.experiment_id, key, value)
+
+    def view_url(self, base: str) -> str:
+        """The experiment's runs table in the lossbench view, on the MLflow UI at ``base``."""
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}?viewStateShareKey={VIEW_KEY}"
 
     @property
     def is_sqlite(self) -> bool:
@@ -384,6 +454,48 @@ class Tracker:
     def log_artifacts(self, run_id: str, files: Iterable[Path | str], artifact_path: str | None = None) -> None:
         for path in files:
             self._client.log_artifact(run_id, str(path), artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set (or overwrite) tags of a run; values are redacted and cut to MLflow's limit."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, redact(str(v))[:MAX_PARAM_LENGTH]) for k, v in tags.items()]
+        if items:
+            self._client.log_batch(run_id, tags=items)
+
+    def log_dataset(self, run_id: str, *, name: str, digest: str, source: str, context: str = "training",
+                    profile: Mapping[str, Any] | None = None) -> None:
+        """Record the run's dataset (MLflow's Dataset column and the run's inputs): ``digest`` is the
+        split's hash, so runs on the same split show the same dataset. Logged once per run."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        existing = self._client.get_run(run_id).inputs
+        if existing and any(d.dataset.name == name and d.dataset.digest == digest[:36]
+                            for d in existing.dataset_inputs):
+            return
+        dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
+                          profile=json.dumps(dict(profile or {}), default=str))
+        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
+                                                                                        context)])])
+
+    def log_pytorch_model(self, run_id: str, model: Any, *, name: str = "model", metadata: Mapping[str, Any],
+                          extra_files: Iterable[Path | str] = (), pip_requirements: Iterable[str] = ()) -> str:
+        """Log ``model`` as an MLflow PyTorch model of the run (``mlflow.pytorch.log_model``: the UI's
+        Models column, ``mlflow models`` tooling); returns its ``models:/`` URI."""
+        import mlflow
+        import mlflow.pytorch
+
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # the logged model's experiment
+        # pickle: a MONAI network needs no input example (pt2 export does); lossbench itself reads the
+        # weights from best_model.pt with torch.load(weights_only=True)
+        info = mlflow.pytorch.log_model(model, name=name, run_id=run_id, metadata=dict(metadata),
+                                        serialization_format="pickle",
+                                        extra_files=[str(p) for p in extra_files] or None,
+                                        pip_requirements=list(pip_requirements) or None)
+        return info.model_uri
 
     # -- artifacts --------------------------------------------------------------------------
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:

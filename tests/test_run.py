@@ -393,6 +393,24 @@ def test_processes_opening_a_fresh_store_at_once_do_not_race_its_migrations(tmp_
     assert (home / "mlflow.db.lock").exists()
 
 
+def test_a_kill_while_the_store_is_created_leaves_no_half_migrated_store(tmp_path):
+    """The store is created under a temporary name and renamed: kill -9 during MLflow's migrations
+    leaves a temporary that the next process removes, and that process opens the store normally."""
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    code = "from lossbench.tracking import Tracker; Tracker(None, 'lossbench'); print('ok')"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=run_env(home), stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: list(home.glob(".mlflow.db.*.tmp")), process=proc, what="the store's creation", poll=0.05)
+    time.sleep(0.3)  # into the migrations
+    proc.kill()
+    proc.wait()
+    again = subprocess.run([sys.executable, "-c", code], env=run_env(home), capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.strip() == "ok", again.stderr[-500:]
+    assert not list(home.glob(".mlflow.db.*"))
+
+
 def test_a_closed_stdout_does_not_fail_the_training(cohort, tmp_path):
     """``lossbench run … | head -1``: the reader goes away, the training finishes."""
     home = tmp_path / "home"
