@@ -67,7 +67,7 @@ def main() -> None:
         ("test Dice (mean)", m.get("test_dice_mean")), ("test Dice (pooled)", m.get("test_dice_pooled")),
         ("pooled F1", m.get("test_f1_pooled")), ("pooled sensitivity", m.get("test_sensitivity_pooled")),
         ("FP lesions per case", (m.get("test_fp_pooled") or 0.0) / n_test),
-        ("best validation Dice", m.get("best_val_dice")), ("best epoch", (m.get("best_epoch") or 0) + 1),
+        ("best validation Dice", m.get("best_val_dice")), ("best epoch", m.get("best_epoch")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -258,6 +258,42 @@ def run_params(p: Prepared, device: Any, extra: dict[str, Any]) -> dict[str, Any
     return params
 
 
+def _git_commit() -> str | None:
+    """The full git commit of the lossbench checkout that runs, or None (an installed wheel)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def standard_tags(p: Prepared) -> dict[str, str]:
+    """MLflow's own tags for a cell run: source, user, commit, and a description (``mlflow.note.content``)."""
+    import getpass
+
+    c = p.config
+    tags = {"mlflow.source.name": "lossbench run", "mlflow.source.type": "LOCAL"}
+    with contextlib.suppress(Exception):
+        tags["mlflow.user"] = getpass.getuser()
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    patch = "×".join(map(str, c.patch))
+    tags["mlflow.note.content"] = (
+        f"lossbench cell: loss **{c.loss}** × network **{c.network}**, fold {c.fold}, seed {c.seed}, preset "
+        f"{c.preset}; dataset {c.dataset} ({len(p.train_ids)} train / {len(p.val_ids)} validation / "
+        f"{len(p.test_ids)} test cases, split {p.plan.sha256[:12]}); {c.epochs} epochs, patch {patch}, "
+        f"lr {c.lr:g}. Epochs are counted from 1 (best_epoch); the metric step is the epoch index from 0. "
+        f"Artifacts: evaluation/ (per-case and per-lesion tables), pictures/, predictions/, best_model.pt "
+        f"(weights and preprocessing, torch.load(weights_only=True)); the MLflow PyTorch model is in the Models "
+        f"column (tag lossbench.model_uri). Apply it: lossbench predict --run <this run id>.")
+    return tags
+
+
 def label_on_pet_grid(label: Any, pet: Any) -> Any:
     """The label array on the PET grid, where the study computes every metric.
 
@@ -274,6 +310,34 @@ def label_on_pet_grid(label: Any, pet: Any) -> Any:
     moved = resample_from_to(nib.Nifti1Image(np.asarray(label.array, dtype=np.float32), label.affine),
                              (pet.array.shape, pet.affine), order=0)
     return np.asarray(moved.dataobj) > 0.5
+
+
+MODEL_FORMAT = "lossbench-model/2"
+
+
+def model_card(p: Prepared, best: dict[str, Any]) -> dict[str, Any]:
+    """Everything ``lossbench predict`` needs beside the weights, as plain values (``best_model.pt``
+    stays loadable with ``torch.load(weights_only=True)``): the network, the channels, the dataset
+    and its parameters (its preprocessing), spacing, patch and the sliding-window settings."""
+    c = p.config
+    return {
+        "format": MODEL_FORMAT, "epoch": int(best["epoch"]) + 1, "val_dice": float(best["dice"]),
+        "network": c.network, "network_params": {k: _plain(v) for k, v in c.network_params.items()},
+        "in_channels": int(p.dataset.in_channels), "out_channels": int(p.dataset.num_classes),
+        "loss": c.loss, "dataset": c.dataset,
+        "dataset_params": {k: _plain(v) for k, v in c.dataset_params.items()},
+        "spacing": [float(x) for x in c.spacing], "patch": [int(x) for x in c.patch],
+        "sw_batch_size": int(c.sw_batch_size), "overlap": float(c.overlap),
+        "fold": int(c.fold), "seed": int(c.seed), "split_sha256": p.plan.sha256,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return str(value)
 
 
 # -- the training loop -----------------------------------------------------------------------
@@ -567,7 +631,7 @@ class Cell:
                 self._advance(task)
             self._remove(task)
             cases_df = stratify(pd.DataFrame(case_rows))
-            cases_df.insert(0, "run_id", run_id)
+            cases_df["run_id"] = run_id  # last: a reviewer reads case, Dice, F1, TP/FP/FN first
             lesions_df = pd.DataFrame(lesion_rows)
             summary_df = summarize(cases_df)
             eval_dir = out_dir / "evaluation"
@@ -579,11 +643,18 @@ class Cell:
             model_path = out_dir / BEST_ARTIFACT
             import torch
 
-            torch.save({"model": best["model"], "epoch": int(best["epoch"]), "val_dice": float(best["dice"]),
-                        "network": self.config.network, "network_params": dict(self.config.network_params),
-                        "in_channels": int(ds.in_channels), "out_channels": int(ds.num_classes)}, model_path)
+            preprocessing = model_card(self.prepared, best)
+            torch.save({"model": best["model"], **preprocessing}, model_path)
+            (out_dir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2, default=str))
             splits = out_dir / "splits.json"
             self.prepared.plan.write(splits)
+            self._log_model(run_id, preprocessing, [out_dir / "config.json", out_dir / "preprocessing.json"])
+            self.tracker.log_dataset(
+                run_id, name=f"{self.config.dataset}", digest=self.prepared.plan.sha256,
+                source=str(getattr(ds, "root", "") or self.config.dataset_params.get("data", "") or "synthetic"),
+                profile={"n_train": len(self.prepared.train_ids), "n_val": len(self.prepared.val_ids),
+                         "n_test": len(self.prepared.test_ids), "fold": self.config.fold,
+                         "split_sha256": self.prepared.plan.sha256})
             self.tracker.log_artifacts(run_id, [eval_dir / "cases.csv", eval_dir / "lesions.csv",
                                                 eval_dir / "summary.csv"], "evaluation")
             self.tracker.log_artifacts(run_id, sorted(pred_dir.iterdir()), "predictions")
@@ -592,13 +663,35 @@ class Cell:
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
 
-        summary = {"best_epoch": float(best["epoch"]), "best_val_dice": float(best["dice"])}
+        # best_epoch counts from 1, as the CLI says "best epoch 3" (the metric step is the epoch index, from 0)
+        summary = {"best_epoch": float(best["epoch"]) + 1, "best_val_dice": float(best["dice"])}
         for metric, row in summary_df.iterrows():
             for stat in ("mean", "median", "pooled"):
                 value = row.get(stat)
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
                     summary[f"test_{metric}_{stat}"] = float(value)
         return summary
+
+    def _log_model(self, run_id: str, preprocessing: dict[str, Any], files: list[Path]) -> None:
+        """The best model as an MLflow PyTorch model (``model/``): the UI's Models column and ``mlflow
+        models`` work. A network MLflow cannot save is a tag, not a failed run: ``lossbench predict``
+        reads ``best_model.pt``."""
+        import copy
+
+        import monai
+        import torch
+
+        from lossbench import __version__
+
+        try:
+            net = copy.deepcopy(self.net).cpu().eval()
+            uri = self.tracker.log_pytorch_model(
+                run_id, net, metadata={"lossbench": preprocessing}, extra_files=files,
+                pip_requirements=[f"lossbench=={__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                                  f"monai=={monai.__version__}"])
+            self.tracker.set_tags(run_id, {"lossbench.model_uri": uri})
+        except Exception as exc:  # noqa: BLE001 - a plugin network MLflow cannot pickle
+            self.tracker.set_tags(run_id, {"lossbench.model_error": f"{type(exc).__name__}: {exc}"})
 
     # progress ------------------------------------------------------------------------------
     def _say(self, line: str) -> None:
@@ -697,7 +790,8 @@ def run_cell(
             state = None
             tags = {CELL_TAG: prepared.identity, KIND_TAG: "cell", "lossbench.loss": prepared.config.loss,
                     "lossbench.network": prepared.config.network, "lossbench.fold": str(prepared.config.fold),
-                    "lossbench.seed": str(prepared.config.seed), "lossbench.preset": prepared.config.preset}
+                    "lossbench.seed": str(prepared.config.seed), "lossbench.preset": prepared.config.preset,
+                    **standard_tags(prepared)}
             params = run_params(prepared, torch_device, extra_params or {})  # before the run: nothing to fail
             run_id = tracker.start_run(prepared.config.name, tags, parent_run_id=parent_run_id)
             kill_point("after-create-run")
@@ -726,7 +820,8 @@ def finished_result(tracking_uri: str | None, experiment: str, run_id: str) -> C
     tracker = Tracker(tracking_uri, experiment)
     metrics = dict(tracker.run(run_id).metrics)
     return CellResult(
-        run_id=run_id, status="skipped", best_epoch=int(metrics.get("best_epoch", -1)),
+        # the metric counts from 1, CellResult.best_epoch from 0
+        run_id=run_id, status="skipped", best_epoch=int(metrics.get("best_epoch", 0)) - 1,
         best_val_dice=float(metrics.get("best_val_dice", float("nan"))), summary=metrics,
         tracking_uri=tracker.shown_uri, experiment=experiment, run_url=tracker.run_url(run_id),
     )

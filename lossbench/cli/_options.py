@@ -47,9 +47,11 @@ DataParams = Annotated[list[str], typer.Option(
 Config = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML file with [loss], [network], [dataset] and [train] settings.")]
 Experiment = Annotated[str, typer.Option(
-    "--experiment", help="MLflow experiment name (also the folder mlartifacts/<name>: no '/', '.' or '..').")]
+    "--experiment", envvar="MLFLOW_EXPERIMENT_NAME",
+    help="MLflow experiment name (also the folder mlartifacts/<name>: no '/', '.' or '..').")]
 TrackingUri = Annotated[Optional[str], typer.Option(
-    "--tracking-uri", help="MLflow tracking server URI (default: the SQLite store under $LOSSBENCH_HOME); "
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: the SQLite store under $LOSSBENCH_HOME); "
     "credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 

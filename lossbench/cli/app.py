@@ -19,6 +19,7 @@ from lossbench import __version__
 from lossbench.cli import check, evaluate, listing, plugin_status, show
 from lossbench.cli import compare as compare_cmd
 from lossbench.cli import matrix as matrix_cmd
+from lossbench.cli import predict as predict_cmd
 from lossbench.cli import run as run_cmd
 from lossbench.cli import server as server_cmd
 from lossbench.cli import ui as ui_cmd
@@ -60,6 +61,7 @@ app.command("compare")(compare_cmd.compare)
 _groups = make_groups(app)
 app.command("run")(run_cmd.run)
 app.command("matrix")(matrix_cmd.matrix)
+app.command("predict")(predict_cmd.predict)
 app.command("ui")(ui_cmd.ui)
 app.command("server")(server_cmd.server)
 

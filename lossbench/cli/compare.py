@@ -49,11 +49,13 @@ def _default_out(experiment: str) -> Path:
 
 
 def compare(
-    experiment: str = typer.Option("lossbench", "--experiment", help="MLflow experiment of the runs."),
+    experiment: str = typer.Option("lossbench", "--experiment", envvar="MLFLOW_EXPERIMENT_NAME",
+                                   help="MLflow experiment of the runs."),
     parent: str = typer.Option(None, "--parent", help="Compare the finished cell runs of this matrix run."),
     runs: str = typer.Option(None, "--runs", help="Compare exactly these run ids (comma-separated)."),
     tracking_uri: str = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI (default: SQLite store under $LOSSBENCH_HOME)."
+        None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking URI (default: SQLite store under $LOSSBENCH_HOME)."
     ),
     metrics: str = typer.Option(None, "--metrics", help=METRICS_HELP),
     baseline: str = typer.Option(
@@ -163,7 +165,7 @@ def compare(
                 "compared_runs": [r.run_id for r in records],
             }
             write_report(comp, tmp, context, pictures=pictures)
-            finish_comparison_run(tracker, run_id, tmp, counts)
+            finish_comparison_run(tracker, run_id, tmp, counts, [r.run_id for r in records])
         except BaseException as exc:
             tracker.fail(run_id, f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=6))
             raise

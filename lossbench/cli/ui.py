@@ -8,7 +8,8 @@ import typer
 def ui(
     port: int = typer.Option(5000, "--port", help="Port of the UI."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; keep 127.0.0.1 unless you mean it."),
-    tracking_uri: str = typer.Option(None, "--tracking-uri", help="Store to show (default: the embedded SQLite store)."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                    help="Store to show (default: the embedded SQLite store)."),
 ) -> None:
     """Open the MLflow UI on the embedded store (runs, params, metric curves, artifacts)."""
     import signal

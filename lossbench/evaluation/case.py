@@ -110,20 +110,26 @@ _CONNECTIVITY_2D = {4: 6, 8: 18, 6: 6, 18: 18, 26: 26}
 _RATES = ("tp", "fp", "fn", "sensitivity", "precision", "f1")
 _BIOMARKERS = ("suvmax", "suvmean", "tmtv_ml", "tla", "lesion_count", "dmax_cm")
 
-#: Columns of a per-case row, in order (strata columns are added by :func:`stratify`).
+#: Columns of a per-case row, in order (strata columns are added by :func:`stratify`): what a reviewer
+#: reads first (case, Dice, F1, TP/FP/FN), the evaluation settings (criterion, IoU, connectivity) last.
 CASE_COLUMNS: tuple[str, ...] = (
     "case_id",
-    "criterion",
-    "iou_threshold",
-    "connectivity",
-    "voxel_volume_ml",
     "dice",
-    *_RATES,
-    *(f"{name}_c{k}" for k in CRITERIA for name in _RATES),
+    "f1",
+    "tp",
+    "fp",
+    "fn",
+    "sensitivity",
+    "precision",
     "fp_volume_ml",
     "fn_volume_ml",
     "overlap_ml",
     *(f"{who}_{name}" for who in ("gt", "pred") for name in _BIOMARKERS),
+    *(f"{name}_c{k}" for k in CRITERIA for name in _RATES),
+    "criterion",
+    "iou_threshold",
+    "connectivity",
+    "voxel_volume_ml",
 )
 
 #: Columns of a per-lesion row, in order.
