@@ -115,7 +115,8 @@ def print_result(console: Any, cfg: Any, result: Any) -> None:
         ("experiment", result.experiment),
         ("tracking store", result.tracking_uri),
         ("best epoch (validation Dice)", f"{result.best_epoch + 1} ({_fmt(result.best_val_dice)})"),
-        ("test Dice, mean", _fmt(s.get("test_dice_mean", float("nan")))),
+        ("test Dice, per-case mean / pooled", f"{_fmt(s.get('test_dice_mean', float('nan')))} / "
+                                              f"{_fmt(s.get('test_dice_pooled', float('nan')))}"),
         ("test F1 (SUVmax criterion), pooled", _fmt(s.get("test_f1_pooled", float("nan")))),
         ("test sensitivity, pooled", _fmt(s.get("test_sensitivity_pooled", float("nan")))),
         ("test FP lesions, total", _fmt(s.get("test_fp_pooled", float("nan")))),

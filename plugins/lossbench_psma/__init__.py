@@ -26,6 +26,10 @@ PSMA = Component(
         Param("label_geometry", str, "strict",
               "strict: a label off the PET grid is an error; resample: resample it nearest-neighbour at load time.",
               choices=("strict", "resample")),
+        Param("ct_window", str, "minmax",
+              "CT scaling to [0, 1]: minmax over the body crop (the reference), or a fixed HU window LOW,HIGH "
+              "(clipped), which puts each tissue at the same value in every case."),
+        Param("pet_scale", float, 1.0, "PET channel = SUV / pet_scale (1: SUV as is, the reference)."),
         Param("negative_suv_tolerance", float, 0.0,
               "Most negative SUV accepted, as a positive number (e.g. 0.01: reconstructed PET has small "
               "negatives); such voxels are reported per cohort and used as they are. 0: any negative SUV is an error."),
@@ -63,6 +67,7 @@ def register_datasets(register):
 
 @lossbench.hookimpl
 def register_commands(cli):
-    from lossbench_psma.commands import synth
+    from lossbench_psma.commands import dicom, synth
 
     cli.group("data").command("synth")(synth)
+    cli.group("data").command("dicom")(dicom)

@@ -47,6 +47,20 @@ def build_psma(**params: Any) -> PsmaDataset:
     return PsmaDataset(**params)
 
 
+def parse_ct_window(text: str) -> tuple[float, float] | None:
+    """``"minmax"`` -> None (min-max scaling, the reference); ``"-1000,1000"`` -> a fixed HU window."""
+    if str(text).strip().lower() == "minmax":
+        return None
+    try:
+        low, high = parse_numbers(text, float, what="ct_window", count=(2,), broadcast=None, positive=False)
+    except LossbenchError:
+        raise LossbenchError(f"dataset psma: ct_window={text!r} must be minmax or two HU values LOW,HIGH "
+                             "like -1000,1000") from None
+    if not low < high:
+        raise LossbenchError(f"dataset psma: ct_window={text!r} needs LOW < HIGH")
+    return (low, high)
+
+
 def check_psma(params: Mapping[str, Any], **context: Any) -> None:
     """Cheap parameter checks (no file is read): the folder exists, the fraction is sane."""
     data = params.get("data") or ""
@@ -57,6 +71,10 @@ def check_psma(params: Mapping[str, Any], **context: Any) -> None:
         raise LossbenchError(f"dataset psma: test_fraction={fraction} must be in [0, 1)")
     if params.get("n_folds", 5) < 2:
         raise LossbenchError(f"dataset psma: n_folds={params.get('n_folds')} must be at least 2")
+    parse_ct_window(params.get("ct_window", "minmax"))
+    scale = params.get("pet_scale", 1.0)
+    if not (scale > 0 and math.isfinite(scale)):
+        raise LossbenchError(f"dataset psma: pet_scale={scale} must be a positive number (1 = SUV as is)")
     tolerance = params.get("negative_suv_tolerance", 0.0)
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise LossbenchError(f"dataset psma: negative_suv_tolerance={tolerance} must be a number >= 0 "
@@ -465,6 +483,8 @@ class PsmaDataset(PetCtDataset):
         test_fraction: float = 0.2,
         test_seed: int = 0,
         label_geometry: str = "strict",
+        ct_window: str = "minmax",
+        pet_scale: float = 1.0,
         negative_suv_tolerance: float = 0.0,
     ) -> None:
         if layout not in LAYOUTS:
@@ -474,8 +494,8 @@ class PsmaDataset(PetCtDataset):
         if label_geometry not in LABEL_GEOMETRY:
             raise LossbenchError(f"dataset psma: label_geometry {label_geometry!r} is not one of "
                                  f"{', '.join(LABEL_GEOMETRY)}")
-        check_psma({"data": data, "test_fraction": test_fraction, "n_folds": n_folds,
-                    "negative_suv_tolerance": negative_suv_tolerance})
+        check_psma({"data": data, "test_fraction": test_fraction, "n_folds": n_folds, "ct_window": ct_window,
+                    "pet_scale": pet_scale, "negative_suv_tolerance": negative_suv_tolerance})
         self.data = data
         self.layout = layout
         self.n_folds = n_folds
@@ -484,6 +504,8 @@ class PsmaDataset(PetCtDataset):
         self.test_fraction = test_fraction
         self.test_seed = test_seed
         self.label_geometry = label_geometry
+        self.ct_window = parse_ct_window(ct_window)
+        self.pet_scale = float(pet_scale)
         self.negative_suv_tolerance = float(negative_suv_tolerance)
         self.notes: list[str] = []
         self._root: Path | None = None
@@ -599,7 +621,9 @@ class PsmaDataset(PetCtDataset):
             EnsureChannelFirstd(keys, channel_dim="no_channel", allow_missing_keys=missing_ok),
             __getattr__("AlignToPETd")([CT_KEY, LABEL_KEY], allow_missing_keys=True),
             CropForegroundd(keys, source_key=CT_KEY, margin=0, allow_smaller=True, allow_missing_keys=missing_ok),
-            ScaleIntensityd(CT_KEY, minv=0.0, maxv=1.0),
+            self._ct_scaling(),
+            *([] if self.pet_scale == 1.0 else [ScaleIntensityd(PET_KEY, minv=None, maxv=None,
+                                                                               factor=1.0 / self.pet_scale - 1.0)]),
             Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")),
                          allow_missing_keys=missing_ok),
             Spacingd(keys, pixdim=spacing, mode=("bilinear", "bilinear", "nearest"), allow_missing_keys=missing_ok),
@@ -611,6 +635,15 @@ class PsmaDataset(PetCtDataset):
                 CastToTyped(LABEL_KEY, dtype=torch.uint8, allow_missing_keys=True),
             ]
         return steps
+
+    def _ct_scaling(self) -> Any:
+        """CT to [0, 1]: min-max over the body crop (the reference), or a fixed HU window, clipped."""
+        from monai.transforms import ScaleIntensityd, ScaleIntensityRanged
+
+        if self.ct_window is None:
+            return ScaleIntensityd(CT_KEY, minv=0.0, maxv=1.0)
+        low, high = self.ct_window
+        return ScaleIntensityRanged(CT_KEY, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
 
     def random_transforms(
         self,
