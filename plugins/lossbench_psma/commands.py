@@ -15,7 +15,8 @@ def synth(
     out: Path = typer.Option(..., "--out", help="Folder to create (nnU-Net raw layout); must not exist or be empty."),
     cases: int = typer.Option(40, "--cases", min=1, help="Number of cases."),
     seed: int = typer.Option(0, "--seed", min=0, help="Cohort seed; case i depends only on (seed, i)."),
-    shape: str | None = typer.Option(None, "--shape", help="Grid X,Y,Z in voxels [default: 112,80,224 at 4 mm]."),
+    shape: str | None = typer.Option(None, "--shape", help="Grid X,Y,Z in voxels [default: 112,80,128 at 4 mm: upper thighs to lung bases; "
+                                         "112,80,224 reaches the orbits (salivary and lacrimal glands)]."),
     spacing: str | None = typer.Option(
         None, "--spacing", help="Voxel size in mm, one value or X,Y,Z; alone it keeps the default field of view."
     ),
@@ -72,3 +73,32 @@ def synth(
     table.add_row("time", f"{elapsed:.1f} s")
     table.add_row("folder", str(path))
     out_console.print(table)
+
+
+def dicom(
+    src: Path = typer.Option(..., "--in", help="Folder of DICOM files (any layout, any order): CT and PET series."),
+    out: Path = typer.Option(..., "--out", help="Folder to create (nnU-Net raw layout); must not exist or be empty."),
+    id_from: str = typer.Option("PatientID", "--id-from", help="Case id from PatientID or StudyInstanceUID."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Convert DICOM PET/CT studies to imagesTr/<ID>_0000.nii.gz (CT on the PET grid, HU) and
+    <ID>_0001.nii.gz (PET in SUV body weight), with a manifest of weight, dose, times and decay."""
+    import json
+
+    from lossbench.cli._common import err_console
+    from lossbench_psma.dicom import convert
+
+    with err_console().status("reading DICOM…") as spinner:
+        manifest = convert(src, out, id_from=id_from, overwrite=overwrite,
+                           progress=lambda case: spinner.update(f"converting {case}"))
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    out_console = console()
+    for s in manifest["studies"]:
+        decay = s.get("decay_factor")
+        out_console.print(f"{s['id']}: PET {'x'.join(map(str, s['pet_shape']))}, SUVmax {s['suv_max']:.2f}"
+                          + (f", decay factor {decay:.4f} ({s['decay_correction']})" if decay is not None else ""),
+                          highlight=False)
+    out_console.print(f"{len(manifest['studies'])} studies -> {out} (manifest.json)", highlight=False)

@@ -1,0 +1,224 @@
+"""DICOM PET/CT -> the nnU-Net raw layout, PET in SUV body weight (``lossbench data dicom``).
+
+Series are found by ``SeriesInstanceUID`` (the order of the files on disk does not matter), grouped
+per study (``StudyInstanceUID``); each study needs exactly one CT and one PET (``Modality PT``) image
+series. Slices are ordered along the slice normal (row × column direction cosines), so head-first
+and feet-first acquisitions give the same patient geometry; every slice's own ``RescaleSlope`` /
+``RescaleIntercept`` is applied (PET slopes differ per slice).
+
+SUV body weight (PAPER.md §4.2)::
+
+    SUV = activity concentration [Bq/mL] × weight [g] / (injected dose [Bq] × decay)
+
+- ``Units`` must be ``BQML``. Vendor cases: Philips ``CNTS`` images with the private SUV scale
+  factor (7053,1000) are converted with it (SUV = rescaled value × factor); ``GML`` is SUV already.
+- decay: with ``DecayCorrection START`` the images are decay corrected to the series start, so the
+  dose is decayed from the radiopharmaceutical start time to ``SeriesTime`` (``SeriesDate``; the
+  start date from ``RadiopharmaceuticalStartDateTime`` when present, else the series date):
+  decay = 2^(−Δt / T½), with T½ the ``RadionuclideHalfLife`` tag (never an assumed F-18 or Ga-68);
+  with ``ADMIN`` they are corrected to the administration time already (decay = 1). ``NONE`` is
+  refused (per-slice correction needs frame reference times).
+- weight ``PatientWeight`` (kg), dose ``RadionuclideTotalDose`` (Bq), start time, half-life from
+  ``RadiopharmaceuticalInformationSequence``. A missing one is one line naming the study and the tag.
+
+The CT (HU) is resampled onto the PET grid (linear, padding −1024 HU, as the reference). Output per
+study: ``imagesTr/<ID>_0000.nii.gz`` (CT), ``<ID>_0001.nii.gz`` (PET, SUV) and ``manifest.json``
+(weight, dose, times, half-life, decay factor per study). The output folder appears only complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lossbench.errors import LossbenchError
+
+__all__ = ["convert", "suv_factor"]
+
+PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
+
+
+class DicomError(LossbenchError):
+    """A study cannot be converted (one line naming the study and the tag)."""
+
+
+@dataclasses.dataclass
+class Series:
+    uid: str
+    modality: str
+    study: str
+    files: list[Path]
+    first: Any  # one dataset's header
+
+
+def _scan(folder: Path) -> dict[str, dict[str, Series]]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    studies: dict[str, dict[str, Series]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        if "SeriesInstanceUID" not in ds or "StudyInstanceUID" not in ds:
+            continue
+        study = studies.setdefault(str(ds.StudyInstanceUID), {})
+        series = study.setdefault(str(ds.SeriesInstanceUID), Series(
+            str(ds.SeriesInstanceUID), str(getattr(ds, "Modality", "")), str(ds.StudyInstanceUID), [], ds))
+        series.files.append(path)
+    return studies
+
+
+def _time(value: str, date: str, what: str, study: str) -> dt.datetime:
+    value, date = str(value or "").strip(), str(date or "").strip()
+    if not value or not date:
+        raise DicomError(f"study {study}: {what} is missing")
+    frac = value.split(".")
+    hhmmss = frac[0].ljust(6, "0")
+    micro = int((frac[1] + "000000")[:6]) if len(frac) > 1 and frac[1] else 0
+    return dt.datetime.strptime(date[:8] + hhmmss[:6], "%Y%m%d%H%M%S").replace(microsecond=micro)
+
+
+def suv_factor(ds: Any, study: str) -> tuple[float, dict[str, Any]]:
+    """The factor from the PET's rescaled values to SUV body weight, and what it was made of."""
+    units = str(getattr(ds, "Units", "")).upper()
+    facts: dict[str, Any] = {"units": units}
+    if units == "GML":
+        return 1.0, {**facts, "note": "Units GML: SUV already"}
+    if units == "CNTS" and PHILIPS_SUV_FACTOR in ds:
+        factor = float(ds[PHILIPS_SUV_FACTOR].value)
+        return factor, {**facts, "philips_suv_scale_factor": factor}
+    if units != "BQML":
+        raise DicomError(f"study {study}: PET Units is {units or 'missing'!s}, not BQML (tag Units (0054,1001))")
+    weight = getattr(ds, "PatientWeight", None)
+    if not weight or float(weight) <= 0:
+        raise DicomError(f"study {study}: PatientWeight (0010,1030) is missing or zero")
+    info = getattr(ds, "RadiopharmaceuticalInformationSequence", None)
+    if not info:
+        raise DicomError(f"study {study}: RadiopharmaceuticalInformationSequence (0054,0016) is missing")
+    info = info[0]
+    dose = getattr(info, "RadionuclideTotalDose", None)
+    if not dose or float(dose) <= 0:
+        raise DicomError(f"study {study}: RadionuclideTotalDose (0018,1074) is missing or zero")
+    half_life = getattr(info, "RadionuclideHalfLife", None)
+    if not half_life or float(half_life) <= 0:
+        raise DicomError(f"study {study}: RadionuclideHalfLife (0018,1075) is missing or zero")
+    correction = str(getattr(ds, "DecayCorrection", "")).upper()
+    series = _time(getattr(ds, "SeriesTime", ""), getattr(ds, "SeriesDate", ""), "SeriesTime/SeriesDate", study)
+    start_dt = str(getattr(info, "RadiopharmaceuticalStartDateTime", "") or "")
+    if start_dt:
+        start = _time(start_dt[8:], start_dt[:8], "RadiopharmaceuticalStartDateTime", study)
+    else:
+        start = _time(getattr(info, "RadiopharmaceuticalStartTime", ""), getattr(ds, "SeriesDate", ""),
+                      "RadiopharmaceuticalStartTime (0018,1072)", study)
+    delta = (series - start).total_seconds()
+    if correction == "START":
+        decay = 2.0 ** (-delta / float(half_life))
+    elif correction == "ADMIN":
+        decay = 1.0
+    else:
+        raise DicomError(f"study {study}: DecayCorrection (0054,1102) is {correction or 'missing'}; START or ADMIN "
+                         "is needed")
+    factor = float(weight) * 1000.0 / (float(dose) * decay)
+    return factor, {**facts, "weight_kg": float(weight), "dose_bq": float(dose), "half_life_s": float(half_life),
+                    "decay_correction": correction, "injection": start.isoformat(), "series": series.isoformat(),
+                    "delta_t_s": delta, "decay_factor": decay, "suv_factor": factor}
+
+
+def _volume(series: Series) -> Any:
+    """The series as a SimpleITK image (float32, rescaled per slice), slices along the normal."""
+    import numpy as np
+    import pydicom
+    import SimpleITK as sitk
+
+    slices = [pydicom.dcmread(p) for p in series.files]
+    slices = [s for s in slices if "PixelData" in s]
+    if len(slices) < 2:
+        raise DicomError(f"study {series.study}: {series.modality} series {series.uid} has fewer than 2 slices")
+    orient = np.array(slices[0].ImageOrientationPatient, float)
+    row, col = orient[:3], orient[3:]
+    normal = np.cross(row, col)
+    slices.sort(key=lambda s: float(np.dot(normal, np.array(s.ImagePositionPatient, float))))
+    pos = np.array([np.dot(normal, np.array(s.ImagePositionPatient, float)) for s in slices])
+    gaps = np.diff(pos)
+    if np.any(gaps <= 1e-6) or np.ptp(gaps) > 1e-3 * max(abs(gaps.mean()), 1):
+        raise DicomError(f"study {series.study}: {series.modality} series {series.uid} has uneven or repeated "
+                         "slice positions (ImagePositionPatient)")
+    data = np.stack([s.pixel_array.astype(np.float64) * float(getattr(s, "RescaleSlope", 1) or 1)
+                     + float(getattr(s, "RescaleIntercept", 0) or 0) for s in slices])
+    image = sitk.GetImageFromArray(data.astype(np.float32))  # (z, y, x)
+    spacing = [float(x) for x in slices[0].PixelSpacing]
+    image.SetSpacing((spacing[1], spacing[0], float(gaps.mean())))
+    image.SetOrigin(tuple(float(x) for x in slices[0].ImagePositionPatient))
+    image.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
+    return image, slices[0]
+
+
+def _case_id(ds: Any, id_from: str, study: str) -> str:
+    value = str(getattr(ds, id_from, "") or "").strip()
+    if not value:
+        raise DicomError(f"study {study}: {id_from} is empty; choose another --id-from")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-") or "case"
+
+
+def convert(src: Path, out: Path, *, id_from: str = "PatientID", overwrite: bool = False,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Convert every PET/CT study under ``src``; returns the manifest (also ``out/manifest.json``)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from lossbench.fsio import atomic_folder
+
+    if id_from not in ("PatientID", "StudyInstanceUID"):
+        raise LossbenchError(f"--id-from must be PatientID or StudyInstanceUID, got {id_from!r}")
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise LossbenchError(f"--in {src} is not a folder")
+
+    def check(folder: Path) -> None:
+        if folder.exists() and any(folder.iterdir()) and not overwrite:
+            raise LossbenchError(f"--out {folder} is not empty; choose another folder or pass --overwrite")
+
+    check(out)
+    studies = _scan(src)
+    if not studies:
+        raise LossbenchError(f"no DICOM files under {src}")
+    manifest: dict[str, Any] = {"source": str(src.resolve()), "id_from": id_from, "studies": []}
+    with atomic_folder(out, check=check) as tmp:
+        (tmp / "imagesTr").mkdir()
+        seen: dict[str, str] = {}
+        for study_uid, series in sorted(studies.items()):
+            images = [s for s in series.values() if s.modality in ("CT", "PT")]
+            pets = [s for s in images if s.modality == "PT"]
+            cts = [s for s in images if s.modality == "CT"]
+            if len(pets) != 1 or len(cts) != 1:
+                raise DicomError(f"study {study_uid}: {len(cts)} CT and {len(pets)} PET series "
+                                 "(SeriesInstanceUID); exactly one of each is needed")
+            pet_img, pet_ds = _volume(pets[0])
+            case = _case_id(pet_ds, id_from, study_uid)
+            if case in seen:
+                raise DicomError(f"studies {seen[case]} and {study_uid} both give the id {case!r}; use "
+                                 "--id-from StudyInstanceUID")
+            seen[case] = study_uid
+            if progress is not None:
+                progress(case)
+            factor, facts = suv_factor(pets[0].first, study_uid)
+            suv = sitk.Cast(pet_img * factor, sitk.sitkFloat32)
+            ct_img, _ = _volume(cts[0])
+            ct_on_pet = sitk.Resample(ct_img, suv, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+            sitk.WriteImage(ct_on_pet, str(tmp / "imagesTr" / f"{case}_0000.nii.gz"))
+            sitk.WriteImage(suv, str(tmp / "imagesTr" / f"{case}_0001.nii.gz"))
+            manifest["studies"].append({
+                "id": case, "study": study_uid, "pet_series": pets[0].uid, "ct_series": cts[0].uid,
+                "pet_slices": len(pets[0].files), "ct_slices": len(cts[0].files),
+                "pet_shape": list(suv.GetSize()), "pet_spacing_mm": list(suv.GetSpacing()),
+                "suv_max": float(np.max(sitk.GetArrayViewFromImage(suv))), **facts,
+            })
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
