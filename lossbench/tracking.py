@@ -54,7 +54,9 @@ ERROR_TAG = "lossbench.error"
 MATRIX_TAG = "lossbench.matrix"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the run's (or experiment's) description in the MLflow UI
-#: MLflow 3's UI opens an experiment without this tag in its GenAI view; lossbench's are model training.
+#: lossbench's experiments are model training (MLflow 3.17's UI itself picks GenAI or model training
+#: per user, from the URL parameter ``workflowType=machine_learning`` or its saved choice: lossbench's
+#: links carry the parameter).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 #: A saved runs-table view (experiment tag ``mlflow.sharedViewState.<key>``, opened with
@@ -318,14 +320,14 @@ class Tracker:
             wanted[NOTE_TAG] = (
                 "lossbench cells (loss × network × fold × seed) and comparisons. Runs table with loss, network, "
                 f"fold, seed and the test summaries first: [lossbench view](#/experiments/{self.experiment_id}"
-                f"?viewStateShareKey={VIEW_KEY})")
+                f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY})")
         for key, value in wanted.items():
             if tags.get(key) != value:
                 self._client.set_experiment_tag(self.experiment_id, key, value)
 
     def view_url(self, base: str) -> str:
         """The experiment's runs table in the lossbench view, on the MLflow UI at ``base``."""
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}?viewStateShareKey={VIEW_KEY}"
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
     @property
     def is_sqlite(self) -> bool:
