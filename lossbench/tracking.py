@@ -514,31 +514,27 @@ class Tracker:
     def download(self, run_id: str, artifact: str, dst: Path | str) -> Path:
         return Path(self._client.download_artifacts(run_id, artifact, str(dst)))
 
-    def read_text(self, run_id: str, artifact: str) -> str:
-        """The text of one artifact of a run (a one-line error if it cannot be read)."""
+    def _read(self, run_id: str, artifact: str, read: Any) -> Any:
+        """``read(path)`` of one downloaded artifact (a one-line error if it cannot be read)."""
         with tempfile.TemporaryDirectory(prefix="lossbench-artifact-") as tmp:
             try:
-                return self.download(run_id, artifact, tmp).read_text()
+                return read(self.download(run_id, artifact, tmp))
             except Exception as exc:  # noqa: BLE001 - a missing or torn artifact: one line naming it
                 raise TrackingError(f"cannot read {artifact} of run {run_id}: {type(exc).__name__}: {exc}") from None
 
+    def read_text(self, run_id: str, artifact: str) -> str:
+        """The text of one artifact of a run."""
+        return self._read(run_id, artifact, Path.read_text)
+
     def read_bytes(self, run_id: str, artifact: str) -> bytes:
-        """The bytes of one artifact of a run (a one-line error if it cannot be read)."""
-        with tempfile.TemporaryDirectory(prefix="lossbench-artifact-") as tmp:
-            try:
-                return self.download(run_id, artifact, tmp).read_bytes()
-            except Exception as exc:  # noqa: BLE001 - a missing or torn artifact: one line naming it
-                raise TrackingError(f"cannot read {artifact} of run {run_id}: {type(exc).__name__}: {exc}") from None
+        """The bytes of one artifact of a run."""
+        return self._read(run_id, artifact, Path.read_bytes)
 
     def read_table(self, run_id: str, artifact: str, **read_csv: Any) -> pd.DataFrame:
         """A CSV artifact of a run as a DataFrame (``read_csv`` options passed to pandas)."""
         import pandas as pd
 
-        with tempfile.TemporaryDirectory(prefix="lossbench-artifact-") as tmp:
-            try:
-                return pd.read_csv(self.download(run_id, artifact, tmp), **read_csv)
-            except Exception as exc:  # noqa: BLE001 - a missing or torn artifact: one line naming it
-                raise TrackingError(f"cannot read {artifact} of run {run_id}: {type(exc).__name__}: {exc}") from None
+        return self._read(run_id, artifact, lambda path: pd.read_csv(path, **read_csv))
 
     @property
     def shown_uri(self) -> str:

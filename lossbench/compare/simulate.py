@@ -89,6 +89,43 @@ def evaluate(y: np.ndarray, labels: np.ndarray, *, alpha: float = 0.05) -> dict[
     return out
 
 
+def case_table(case_ids: Sequence[str], dice: np.ndarray, gt: dict[str, np.ndarray], count: np.ndarray,
+               rng: np.random.Generator, *, fp_rate: float = 1.0, bias: float = 0.0):
+    """One run's per-case table (every column of :data:`lossbench.evaluation.CASE_COLUMNS`) that goes
+    with its per-case ``dice``: detections drawn around the Dice and the GT ``count``, FP/FN volumes,
+    predicted biomarkers around the GT ``gt`` (suvmax, suvmean, tmtv_ml, tla, dmax_cm) with a relative
+    ``bias``, and the overlap that gives that Dice."""
+    import pandas as pd
+
+    from lossbench.evaluation import CASE_COLUMNS
+
+    n = len(case_ids)
+    tp = np.minimum(count, rng.binomial(count, np.clip(dice + 0.2, 0, 1)))
+    fn = count - tp
+    fp = rng.poisson(fp_rate, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = {"tp": tp, "fp": fp, "fn": fn, "sensitivity": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+                 "precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
+                 "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)}
+    rows = {"case_id": list(case_ids), "criterion": 3, "iou_threshold": 0.5, "connectivity": 18,
+            "voxel_volume_ml": 0.064, "dice": dice}
+    for name, values in rates.items():
+        rows[name] = values
+        for k in (1, 2, 3):
+            rows[f"{name}_c{k}"] = values
+    rows["fp_volume_ml"] = fp * rng.gamma(2.0, 0.5, n)
+    rows["fn_volume_ml"] = fn * rng.gamma(2.0, 0.5, n)
+    table = pd.DataFrame(rows)
+    for name in ("suvmax", "suvmean", "tmtv_ml", "tla", "dmax_cm"):
+        g = np.asarray(gt[name])
+        table[f"gt_{name}"] = g
+        table[f"pred_{name}"] = np.maximum(g * (1.0 + bias + rng.normal(0.0, 0.08, n)), 0.0)
+    table["gt_lesion_count"] = count
+    table["pred_lesion_count"] = np.maximum(count + rng.integers(-1, 2, n), 0)
+    table["overlap_ml"] = dice * (table["gt_tmtv_ml"] + table["pred_tmtv_ml"]) / 2  # consistent with the Dice
+    return table[list(CASE_COLUMNS)]
+
+
 def case_frame(y: np.ndarray, *, networks: Sequence[str] = ("attunet",), folds: int = 2, seed: int = 0,
                loss_names: Sequence[str] = ("l1dfl", "dl", "dfl")):
     """A per-case table (run × case rows, every column of ``evaluation/cases.csv``) around the Dice of ``y``.
@@ -98,7 +135,7 @@ def case_frame(y: np.ndarray, *, networks: Sequence[str] = ("attunet",), folds: 
     """
     import pandas as pd
 
-    from lossbench.evaluation import CASE_COLUMNS, stratify
+    from lossbench.evaluation import stratify
 
     rng = np.random.default_rng(seed)
     n_loss, n_runs, n = y.shape
@@ -111,30 +148,8 @@ def case_frame(y: np.ndarray, *, networks: Sequence[str] = ("attunet",), folds: 
     for network in networks:
         for li in range(n_loss):
             for r in range(n_runs):
-                dice = y[li, r]
-                tp = np.minimum(count, rng.binomial(count, np.clip(dice + 0.2, 0, 1)))
-                fn = count - tp
-                fp = rng.poisson(1.0, n)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    rates = {"tp": tp, "fp": fp, "fn": fn, "sensitivity": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
-                             "precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
-                             "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)}
-                rows = {"case_id": [f"case_{i:03d}" for i in range(n)], "criterion": 3, "iou_threshold": 0.5,
-                        "connectivity": 18, "voxel_volume_ml": 0.064, "dice": dice}
-                for name, values in rates.items():
-                    rows[name] = values
-                    for k in (1, 2, 3):
-                        rows[f"{name}_c{k}"] = values
-                rows["fp_volume_ml"] = fp * rng.gamma(2.0, 0.5, n)
-                rows["fn_volume_ml"] = fn * rng.gamma(2.0, 0.5, n)
-                table = pd.DataFrame(rows)
-                for name, g in gt.items():
-                    table[f"gt_{name}"] = g
-                    table[f"pred_{name}"] = np.maximum(g * (1.0 + rng.normal(0.0, 0.08, n)), 0.0)
-                table["gt_lesion_count"] = count
-                table["pred_lesion_count"] = np.maximum(count + rng.integers(-1, 2, n), 0)
-                table["overlap_ml"] = dice * (table["gt_tmtv_ml"] + table["pred_tmtv_ml"]) / 2
-                table = stratify(table[list(CASE_COLUMNS)])
+                table = case_table([f"case_{i:03d}" for i in range(n)], y[li, r], gt, count, rng)
+                table = stratify(table)
                 fold, s = r % folds, r // folds
                 table.insert(0, "seed", s)
                 table.insert(0, "fold", fold)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lossbench.evaluation import CASE_COLUMNS, stratify
+from lossbench.compare.simulate import case_table
+from lossbench.evaluation import stratify
 
 
 def ground_truth(n_cases: int, seed: int = 0) -> pd.DataFrame:
@@ -36,31 +37,9 @@ def cases_table(gt: pd.DataFrame, *, dice_shift: float = 0.0, fp_rate: float = 1
     base = case_effect if case_effect is not None else np.zeros(n)
     dice = np.clip(0.65 + base + dice_shift + rng.normal(0.0, noise, n), 0.0, 1.0)
     count = gt["gt_lesion_count"].to_numpy()
-    tp = np.minimum(count, rng.binomial(count, np.clip(dice + 0.2, 0, 1)))
-    fn = count - tp
-    fp = rng.poisson(fp_rate, n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sens = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
-        prec = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    rows = {"case_id": gt["case_id"], "criterion": 3, "iou_threshold": 0.5, "connectivity": 18,
-            "voxel_volume_ml": 0.064, "dice": dice}
-    rates = {"tp": tp, "fp": fp, "fn": fn, "sensitivity": sens, "precision": prec, "f1": f1}
-    for name, values in rates.items():
-        rows[name] = values
-        for k in (1, 2, 3):
-            rows[f"{name}_c{k}"] = values
-    rows["fp_volume_ml"] = fp * rng.gamma(2.0, 0.5, n)
-    rows["fn_volume_ml"] = fn * rng.gamma(2.0, 0.5, n)
-    table = pd.DataFrame(rows)
-    for name in ("suvmax", "suvmean", "tmtv_ml", "tla", "dmax_cm"):
-        g = gt[f"gt_{name}"].to_numpy()
-        table[f"gt_{name}"] = g
-        table[f"pred_{name}"] = np.maximum(g * (1.0 + bias + rng.normal(0.0, 0.08, n)), 0.0)
-    table["gt_lesion_count"] = count
-    table["pred_lesion_count"] = np.maximum(count + rng.integers(-1, 2, n), 0)
-    table["overlap_ml"] = dice * (table["gt_tmtv_ml"] + table["pred_tmtv_ml"]) / 2  # consistent with the Dice
-    table = table[list(CASE_COLUMNS)]
+    table = case_table(gt["case_id"].tolist(), dice, {k: gt[f"gt_{k}"].to_numpy() for k in
+                                                      ("suvmax", "suvmean", "tmtv_ml", "tla", "dmax_cm")},
+                       count, rng, fp_rate=fp_rate, bias=bias)
     return stratify(table)
 
 
