@@ -64,8 +64,6 @@ def test_show_loss_has_formula_params_citation(run_cli):
     "args, fragment",
     [
         (["show", "loss", "l1dlf"], "did you mean 'l1dfl'?"),
-        (["list", "metrics"], "'metrics' is not one of"),
-        (["nosuchcommand"], "No such command"),
         (["check", "loss", "l1dfl", "-p", "epsilom=0.1"], "did you mean 'epsilon'?"),
         (["check", "loss", "dfl", "-p", "focal=tanh"], "not one of sigmoid, softmax"),
         (["check", "loss", "dfl", "-p", "gamma"], "name=value"),
@@ -77,6 +75,30 @@ def test_user_errors_are_one_line_exit_1(run_cli, args, fragment):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment, where",
+    [
+        (["list", "metrics"], "'metrics' is not one of", "lossbench list"),  # bad choice
+        (["nosuchcommand"], "No such command", "lossbench"),
+        (["show", "--bogus"], "No such option: --bogus", "lossbench show"),
+        (["show", "loss"], "Missing argument", "lossbench show"),
+        (["evaluate", "--gt", "x", "--pet", "y"], "Missing option '--pred'", "lossbench evaluate"),
+    ],
+)
+def test_usage_errors_exit_2_as_in_click(run_cli, args, fragment, where):
+    """Click's usage errors (unknown option/command, missing required option, bad choice) exit 2;
+    the one-line format stays."""
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert fragment in result.stderr and f"(see '{where} --help')" in result.stderr
+
+
+def test_shell_completion_is_offered(run_cli):
+    result = run_cli("--help")
+    assert result.returncode == 0 and "--install-completion" in result.stdout and "--show-completion" in result.stdout
 
 
 def test_debug_switch_shows_traceback(run_cli):

@@ -61,3 +61,6 @@ def train_settings(settings: list[str], **flags: object) -> dict[str, object]:
     from lossbench.config import parse_assignments
 
     return {**parse_assignments(settings, "--set"), **{k: v for k, v in flags.items() if v is not None}}
+
+Json = Annotated[bool, typer.Option(
+    "--json", help="Print the summary as one JSON document on stdout (progress and notes go to stderr).")]

@@ -1,7 +1,9 @@
 """The Typer application and the ``lossbench`` entry point.
 
-User errors (:class:`lossbench.errors.LossbenchError`, bad options) end as one line on stderr
-and exit code 1; set ``LOSSBENCH_DEBUG=1`` to get the traceback instead.
+Exit codes: 0 success; 1 user errors (:class:`lossbench.errors.LossbenchError`: bad values, missing
+files, a failed run); 2 usage errors found by Click (unknown option or command, missing required
+option, bad choice), as Click's own convention; 130 interrupted (Ctrl-C, SIGTERM). Errors are one
+line on stderr; set ``LOSSBENCH_DEBUG=1`` to get the traceback instead.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ app = typer.Typer(
     help="Benchmark segmentation losses: plugins for losses, networks and datasets; "
     "runs logged to MLflow; stratified, corrected statistics.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     cls=PluginAwareGroup,
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "lossbench"
-        fail(f"{exc.format_message()} (see '{where} --help')")
+        # usage errors (UsageError and its kinds) carry Click's exit code 2, other Click errors 1
+        fail(f"{exc.format_message()} (see '{where} --help')", code=getattr(exc, "exit_code", 1) or 1)
     except LossbenchError as exc:
         if debug():
             raise

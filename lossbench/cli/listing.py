@@ -6,7 +6,8 @@ from enum import Enum
 
 import typer
 
-from lossbench.cli._common import console, err_console, registry
+from lossbench.cli._common import console, err_console, print_json, registry
+from lossbench.cli._options import Json
 
 
 class KindChoice(str, Enum):
@@ -18,6 +19,7 @@ class KindChoice(str, Enum):
 
 def list_components(
     kind: KindChoice | None = typer.Argument(None, help="What to list; all kinds when left out."),
+    as_json: Json = False,
 ) -> None:
     """List registered components with the plugin and version that provide them."""
     from rich.table import Table
@@ -25,7 +27,11 @@ def list_components(
     reg = registry()
     kinds = [kind.value] if kind else [k.value for k in KindChoice]
     out = console()
-    for plural in kinds:
+    if as_json:  # {"losses": [{"name", "summary", "plugin", "distribution", "version"}, ...], ...}
+        print_json({plural: [{"name": c.name, "summary": c.summary, "plugin": c.plugin,
+                              "distribution": c.distribution, "version": c.version}
+                             for c in reg.components(plural)] for plural in kinds})
+    for plural in kinds if not as_json else ():
         table = Table(title=plural, title_justify="left")
         table.add_column("name", style="bold cyan")
         table.add_column("summary")

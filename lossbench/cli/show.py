@@ -6,7 +6,8 @@ from enum import Enum
 
 import typer
 
-from lossbench.cli._common import console, registry
+from lossbench.cli._common import console, print_json, registry
+from lossbench.cli._options import Json
 
 
 class Kind(str, Enum):
@@ -19,12 +20,22 @@ class Kind(str, Enum):
 def show(
     kind: Kind = typer.Argument(..., help="loss, network, dataset or executor."),
     name: str = typer.Argument(..., help="Registry name, e.g. l1dfl."),
+    as_json: Json = False,
 ) -> None:
     """Describe one component: summary, parameters with defaults, formula, citation, provider."""
     from rich.table import Table
     from rich.text import Text
 
     comp = registry().get(kind.value, name)
+    if as_json:
+        print_json({
+            "kind": comp.kind, "name": comp.name, "summary": comp.summary, "description": comp.description,
+            "formula": comp.formula, "citation": comp.citation, "plugin": comp.plugin, "provider": comp.provider,
+            "distribution": comp.distribution, "version": comp.version,
+            "params": [{"name": p.name, "type": p.type_name, "default": p.default, "help": p.help,
+                        "choices": list(p.choices) if p.choices else None} for p in comp.params],
+        })
+        return
     out = console()
     out.print(Text(f"{comp.kind} {comp.name}", style="bold cyan"), Text(f" — {comp.summary}"))
     out.print(Text(f"provided by plugin {comp.provider}", style="dim"))
