@@ -139,13 +139,14 @@ def leftovers(home: Path) -> list[str]:
 def kill_trial(i: int, cohort: Path, root: Path, ref: dict, ref_seconds: float, rng: random.Random) -> dict:
     home = root / f"kill-{i:02d}"
     args = ["--data", str(cohort), *TINY]
-    fixed = ["after-create-run", "after-checkpoint:0", "after-checkpoint:1", "after-checkpoint:2"]
+    fixed = ["after-create-run", "after-checkpoint:0", "after-checkpoint:1", "after-checkpoint:2", "before-test",
+             "before-finish"]
     if i < len(fixed):
         moment = fixed[i]
         first = run(home, args, LOSSBENCH_KILL_AT=moment)
         killed = first.returncode == -signal.SIGKILL
     else:
-        delay = rng.uniform(0.3, 1.0) * ref_seconds
+        delay = rng.uniform(0.3, 2.0) * ref_seconds  # trials run side by side: slower than the reference
         proc = subprocess.Popen([EXE, "run", *args], env=env_for(home), cwd=root, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         time.sleep(delay)
@@ -161,6 +162,8 @@ def kill_trial(i: int, cohort: Path, root: Path, ref: dict, ref_seconds: float, 
         epochs_done = output.count("checkpoint saved")
         if not runs:
             moment = f"t={delay:.0f}s before the run existed (caching, checks)"
+        elif killed and "checkpoint saved" not in output and not state:
+            moment = f"t={delay:.0f}s caching/first epoch (run created)"
         elif epochs_done < 3:
             moment = f"t={delay:.0f}s training/validation, after {epochs_done} epochs"
         else:

@@ -518,6 +518,7 @@ class Cell:
             best = {"epoch": self.config.epochs - 1, "dice": float("nan"),
                     "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
         self.net.load_state_dict(best["model"])
+        kill_point("before-test")
         summary = self._test_and_log(run_id, best)
         summary.update({f"time_{k}_seconds": v for k, v in self.timings.items()})
         # log_metrics_once: a re-run after a kill that came after this line logs nothing twice
@@ -735,8 +736,8 @@ KILL_ENV = "LOSSBENCH_KILL_AT"
 
 
 def kill_point(where: str) -> None:
-    """Test hook: ``LOSSBENCH_KILL_AT=after-create-run`` or ``=after-checkpoint:E`` makes the process
-    ``kill -9`` itself at that point, the worst moments for a crash, to test recovery for real."""
+    """Test hook: ``LOSSBENCH_KILL_AT=after-create-run``, ``after-checkpoint:E``, ``before-test`` or
+    ``before-finish`` makes the process ``kill -9`` itself there, the worst moments for a crash."""
     if os.environ.get(KILL_ENV, "").strip() == where:
         import signal
 
@@ -808,6 +809,7 @@ def run_cell(
             else:
                 tracker.fail(run_id, message + "\n" + traceback.format_exc(limit=8))
             raise
+        kill_point("before-finish")  # everything logged, the run not yet FINISHED
         tracker.finish(run_id)
         (cell.folder / STATE_FILE).unlink(missing_ok=True)
         return result

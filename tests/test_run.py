@@ -330,8 +330,9 @@ def test_redact_and_cell_argv_keep_passwords_out(monkeypatch):
 
 
 def test_each_epoch_once_in_mlflow_after_kills_at_the_worst_moments(cohort, tmp_path):
-    """kill -9 right after the run is created (no params yet), then right after a checkpoint is
-    written (its epoch not yet logged): the re-run repairs both, every history has each step once."""
+    """kill -9 right after the run is created (no params yet), right after a checkpoint is written
+    (its epoch not yet logged), and after the summary was logged but before the run is FINISHED:
+    the re-runs repair each, every history has each step once and the summary one value."""
     home = tmp_path / "home"
     args = ["--data", str(cohort), "--loss", "dl", "--net", "attunet", *TINY]
     first = lossbench(home, *args, LOSSBENCH_KILL_AT="after-create-run")
@@ -342,6 +343,8 @@ def test_each_epoch_once_in_mlflow_after_kills_at_the_worst_moments(cohort, tmp_
     client, (run,) = mlflow_runs(home)
     assert run.data.params["config.loss"] == "dl"  # the killed run got its params
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")] == [0]  # epoch 1 unlogged
+    # everything logged (summary, tables, model), killed before the run is marked FINISHED
+    assert lossbench(home, *args, LOSSBENCH_KILL_AT="before-finish").returncode == -signal.SIGKILL
     third = lossbench(home, *args)
     assert third.returncode == 0, third.stderr[-2000:]
     client, (run,) = mlflow_runs(home)
