@@ -8,6 +8,10 @@ This module stays light: importing it must not import torch, monai or mlflow, so
     @lossbench.hookimpl
     def register_losses(register):
         register(lossbench.Component(kind="loss", name="myloss", ...))
+
+The Python API mirrors the CLI (same options, checks and errors; see :mod:`lossbench.api`):
+``lossbench.run(...)``, ``lossbench.evaluate(...)``, ``lossbench.compare(...)`` and
+``lossbench.predict(...)``, looked up on first use so that importing lossbench stays light.
 """
 
 from __future__ import annotations
@@ -24,4 +28,18 @@ PROJECT = "lossbench"
 #: Marker for plugin hook implementations (``@lossbench.hookimpl``).
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "Component", "Param", "__version__", "hookimpl"]
+__all__ = ["PROJECT", "Component", "Param", "__version__", "compare", "evaluate", "hookimpl", "predict", "run"]
+
+
+def __getattr__(name: str):  # PEP 562: the API functions, imported on first use
+    if name in ("run", "evaluate"):
+        from lossbench import api
+
+        return getattr(api, name)
+    if name in ("compare", "predict"):
+        # a subpackage and a module of the same names: callable (lossbench._callable)
+        import importlib
+
+        return importlib.import_module(f"lossbench.{name}")
+    raise AttributeError(f"module 'lossbench' has no attribute {name!r}")
+

@@ -14,7 +14,8 @@ lesion probabilities (softmax) and keeps those above 0.5.
 Input: a folder of nnU-Net-style cases ``<ID>_0000.nii.gz`` (CT, HU) and ``<ID>_0001.nii.gz`` (PET,
 SUV), directly or in ``imagesTs/`` / ``imagesTr/``. With ``labels`` (a folder of ``<ID>.nii.gz``) each
 case is evaluated with the same evaluator as ``lossbench run`` (:func:`lossbench.evaluation.evaluate_case`).
-The output folder appears only when complete.
+The output folder appears only when complete. The module is callable: ``lossbench.predict(...)`` is
+:func:`lossbench.api.predict`, which calls :func:`predict` here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbench._callable import make_callable
 from lossbench.errors import LossbenchError
 
 __all__ = ["ENSEMBLES", "PredictResult", "find_inputs", "predict", "select_runs"]
@@ -283,3 +285,6 @@ def predict(
     return PredictResult(out=out, run_ids=[m.run_id for m in models], cases=list(inputs),
                          ensemble=ensemble if len(models) > 1 else "single model", evaluation=evaluation,
                          summary=summary)
+
+
+make_callable(__name__, "predict")

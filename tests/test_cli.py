@@ -96,6 +96,19 @@ def test_usage_errors_exit_2_as_in_click(run_cli, args, fragment, where):
     assert fragment in result.stderr and f"(see '{where} --help')" in result.stderr
 
 
+def test_list_and_show_json(run_cli):
+    import json
+
+    listed = run_cli("list", "losses", "--json")
+    assert listed.returncode == 0, listed.stderr
+    losses = json.loads(listed.stdout)["losses"]
+    assert {"dl", "dfl", "l1dfl"} <= {c["name"] for c in losses} and all(c["plugin"] for c in losses)
+    shown = run_cli("show", "loss", "dfl", "--json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["name"] == "dfl" and "gamma" in {p["name"] for p in doc["params"]} and "Lin TY" in doc["citation"]
+
+
 def test_shell_completion_is_offered(run_cli):
     result = run_cli("--help")
     assert result.returncode == 0 and "--install-completion" in result.stdout and "--show-completion" in result.stdout

@@ -139,3 +139,35 @@ def test_predict_fold_ensemble_and_errors(trained, tmp_path):
     taken = _predict(trained, "--loss", "l1dfl", "--net", "attunet", "-i", str(cohort / "imagesTs"),
                      "-o", str(tmp_path / "ens"))
     assert taken.returncode == 1 and "not empty" in taken.stderr
+
+
+def test_python_api_mirrors_the_commands(trained, tmp_path, monkeypatch):
+    """lossbench.run / predict / evaluate: the commands' core, the same results and the same errors."""
+    import lossbench
+    from lossbench.errors import LossbenchError
+
+    monkeypatch.setenv("LOSSBENCH_HOME", str(trained["home"]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["store"])
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    _, _, runs = _client(trained)
+    cohort = trained["cohort"]
+    tiny = dict(epochs=1, val_every=1, patch=16, spacing=8, batch=2, settings={"sw_batch_size": 32},
+                net_params={"channels": (4, 8, 16), "strides": (2, 2)}, data_params=["n_folds=2"])
+    done = lossbench.run(data=cohort, loss="l1dfl", net="attunet", fold=0, **tiny)  # finished already
+    run = runs["l1dfl-attunet-fold0-seed0"]
+    assert done.status == "skipped" and done.run_id == run.info.run_id and done.cell == run.info.run_name
+    assert done.best_epoch == int(run.data.metrics["best_epoch"])
+    with pytest.raises(LossbenchError, match="did you mean 'l1dfl'"):
+        lossbench.run(data=cohort, loss="l1dlf", **tiny)
+    with pytest.raises(LossbenchError, match="not a usable experiment name"):
+        lossbench.run(data=cohort, experiment="../../x", **tiny)
+
+    predicted = lossbench.predict(cohort / "imagesTs", tmp_path / "out", run=run.info.run_id)
+    assert predicted.run_ids == [run.info.run_id] and len(predicted.cases) == 2
+    evaluated = lossbench.evaluate(pred=tmp_path / "out", gt=cohort / "labelsTs", pet=cohort / "imagesTs",
+                                   out=tmp_path / "cases.csv")
+    assert sorted(evaluated.cases["case_id"]) == sorted(predicted.cases)
+    assert evaluated.cases["dice"].mean() == pytest.approx(run.data.metrics["test_dice_mean"])
+    assert (tmp_path / "cases_lesions.csv").exists()
+    with pytest.raises(LossbenchError, match="--criterion must be 1, 2 or 3"):
+        lossbench.evaluate(pred=tmp_path / "out", gt=cohort / "labelsTs", pet=cohort / "imagesTs", criterion=4)

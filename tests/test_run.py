@@ -6,6 +6,7 @@ three-level Attention U-Net with 4–16 channels, 3 epochs, validation every epo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -104,6 +105,14 @@ def test_run_end_to_end_logs_everything(cohort, tmp_path):
     again = lossbench(home, "--data", str(cohort), "--loss", "l1dfl", "--net", "attunet", *TINY)
     assert again.returncode == 0 and "already has a finished run" in again.stdout
     assert len(mlflow_runs(home)[1]) == 1
+    # --json: one document on stdout, the progress and notes on stderr
+    as_json = lossbench(home, "--data", str(cohort), "--loss", "l1dfl", "--net", "attunet", *TINY, "--json")
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    doc = json.loads(as_json.stdout)
+    assert doc["run_id"] == run.info.run_id and doc["status"] == "skipped" and doc["cell"] == "l1dfl-attunet-fold0-seed0"
+    assert doc["best_epoch"] == int(run.data.metrics["best_epoch"])
+    assert doc["summary"]["test_dice_mean"] == pytest.approx(run.data.metrics["test_dice_mean"])
+    assert "already has a finished run" in as_json.stderr
 
 
 def final_metrics(run) -> dict[str, float]:

@@ -103,10 +103,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_result(console: Any, cfg: Any, result: Any) -> None:
+def print_result(console: Any, result: Any) -> None:
+    """Print a :class:`lossbench.api.RunResult` (best epoch counted from 1)."""
     from rich.table import Table
 
-    table = Table(title=f"{cfg.name} ({result.status})", title_justify="left", show_header=False)
+    table = Table(title=f"{result.cell} ({result.status})", title_justify="left", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     s = result.summary
@@ -114,7 +115,7 @@ def print_result(console: Any, cfg: Any, result: Any) -> None:
         ("MLflow run", result.run_id),
         ("experiment", result.experiment),
         ("tracking store", result.tracking_uri),
-        ("best epoch (validation Dice)", f"{result.best_epoch + 1} ({_fmt(result.best_val_dice)})"),
+        ("best epoch (validation Dice)", f"{result.best_epoch} ({_fmt(result.best_val_dice)})"),
         ("test Dice, per-case mean / pooled", f"{_fmt(s.get('test_dice_mean', float('nan')))} / "
                                               f"{_fmt(s.get('test_dice_pooled', float('nan')))}"),
         ("test F1 (SUVmax criterion), pooled", _fmt(s.get("test_f1_pooled", float("nan")))),
@@ -122,8 +123,8 @@ def print_result(console: Any, cfg: Any, result: Any) -> None:
         ("test FP lesions, total", _fmt(s.get("test_fp_pooled", float("nan")))),
         ("where to look", result.run_url),
     ]
-    if result.resumed_from is not None:
-        rows.insert(1, ("resumed after epoch", str(result.resumed_from + 1)))
+    if result.resumed_after_epoch is not None:
+        rows.insert(1, ("resumed after epoch", str(result.resumed_after_epoch)))
     for what, value in rows:
         table.add_row(what, value)
     console.print(table)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lossbench.cli._options import StrataScheme
+from lossbench.cli._options import Json, StrataScheme
 
 
 class Correction(str, Enum):
@@ -40,12 +40,6 @@ METRICS_HELP = (
     "Per-case metrics to compare, comma-separated (default: dice,f1,sensitivity,precision,fp,fn,fp_volume_ml,"
     "fn_volume_ml); any metric column of evaluation/cases.csv, e.g. f1_c1, tp or pred_tmtv_ml."
 )
-
-
-def _default_out(experiment: str) -> Path:
-    import re
-
-    return Path(f"lossbench-report-{re.sub(r'[^A-Za-z0-9._-]+', '-', experiment).strip('-') or 'experiment'}")
 
 
 def compare(
@@ -96,80 +90,27 @@ def compare(
         None, "--out", help="Report folder (default: ./lossbench-report-EXPERIMENT); an earlier report there "
         "is replaced once the new one is complete."
     ),
+    as_json: Json = False,
 ) -> None:
     """Compare losses on the same test cases: a pre-specified confirmatory family (runs and cases random),
     strata families, Friedman ranking, exploratory rest; effect sizes with CIs; biomarker agreement
     (CCC, Bland–Altman, TOST, TDI); report folder + MLflow run."""
-    import datetime
-    import traceback
+    from lossbench import api
+    from lossbench.cli._common import console, err_console, json_mode, print_json
 
-    from lossbench import __version__
-    from lossbench.cli._common import console, err_console
-    from lossbench.compare.analysis import compare_cases, parse_metrics
-    from lossbench.compare.loader import (
-        load_cases,
-        load_pictures,
-        open_store,
-        parse_run_ids,
-        runs_frame,
-        select_runs,
-    )
-    from lossbench.compare.publish import finish_comparison_run, start_comparison_run
-    from lossbench.compare.report import atomic_folder, check_out_folder, write_report
-    from lossbench.errors import LossbenchError
-
-    if not 0.0 < alpha < 1.0:
-        raise LossbenchError(f"--alpha must be in (0, 1), got {alpha}")
-    if min_pairs < 1:
-        raise LossbenchError(f"--min-pairs must be at least 1, got {min_pairs}")
-    if n_boot < 0:
-        raise LossbenchError(f"--bootstrap must be 0 or more, got {n_boot}")
-    if parent and runs:
-        raise LossbenchError("give either --parent or --runs, not both")
-    metric_names = parse_metrics(metrics)
-    primary_name = parse_metrics(primary)[0]
-    run_ids = parse_run_ids(runs) if runs else None
-    out = out if out is not None else _default_out(experiment)
-    check_out_folder(out)
-
-    status = err_console()
-    with status.status("reading the runs from MLflow…"):
-        tracker = open_store(tracking_uri, experiment)
-        records, notes = select_runs(tracker, parent=parent, run_ids=run_ids)
-        cases = load_cases(tracker, records)
-        pictures, picture_notes = load_pictures(tracker, records, cases)
-    with status.status(f"comparing {len(records)} runs…"):
-        comp = compare_cases(
-            cases, metric_names, runs=runs_frame(records), baseline=baseline, primary=primary_name,
-            correction=correction.value, alpha=alpha, seeds=seeds.value, strata=strata.value, min_pairs=min_pairs,
-            n_boot=n_boot, seed=seed, missing=missing.value, posthoc=posthoc.value, ba_scale=ba_scale.value,
-        )
-    comp.notes[:0] = notes + picture_notes
-    selection = (f"children of matrix run {parent}" if parent else "runs given with --runs" if run_ids
-                 else "all finished cell runs")
-    tested = int(comp.tests["p_adjusted"].notna().sum())
-    controlled = comp.tests["family"].isin(["confirmatory", "omnibus", "posthoc"])
-    counts = {"n_tests": float(tested), "n_significant": float(comp.tests.loc[controlled, "significant"].sum()),
-              "n_confirmatory_significant": float(comp.tests.loc[(comp.tests["family"] == "confirmatory")
-                                                                 & (comp.tests["analysis"] == "primary"),
-                                                                 "significant"].sum()),
-              "n_flagged": float((comp.tests["flag"] != "").sum()), "n_runs": float(len(records))}
-    with status.status("writing the report…"), atomic_folder(out) as tmp:
-        run_id = start_comparison_run(tracker, [r.run_id for r in records], comp.options, selection=selection,
-                                      parent=parent)
-        try:
-            context = {
-                "experiment": experiment, "tracking_uri": tracker.uri, "selection": selection,
-                "comparison_run_id": run_id, "version": __version__,
-                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "compared_runs": [r.run_id for r in records],
-            }
-            write_report(comp, tmp, context, pictures=pictures)
-            finish_comparison_run(tracker, run_id, tmp, counts, [r.run_id for r in records])
-        except BaseException as exc:
-            tracker.fail(run_id, f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=6))
-            raise
-    _print(console(), comp, out, run_id)
+    with json_mode(as_json) as stdout:
+        status = err_console().status("checking the options…")
+        with status:
+            result = api.compare(
+                experiment=experiment, parent=parent, runs=runs, tracking_uri=tracking_uri, metrics=metrics,
+                baseline=baseline, primary=primary, correction=correction.value, alpha=alpha, seeds=seeds.value,
+                missing=missing.value, posthoc=posthoc.value, ba_scale=ba_scale.value, strata=strata.value,
+                min_pairs=min_pairs, n_boot=n_boot, seed=seed, out=out, on_status=status.update,
+            )
+        if as_json:
+            print_json(result.as_dict(), stdout)
+            return
+        _print(console(), result.comparison, result.out, result.run_id)
 
 
 def _print(out_console, comp, folder: Path, run_id: str) -> None:

@@ -7,17 +7,12 @@ from pathlib import Path
 
 import typer
 
-from lossbench.cli._options import StrataScheme
+from lossbench.cli._options import Json, StrataScheme
 
 
 class EmptyDice(str, Enum):
     nan = "nan"
     one = "1"
-
-
-def _lesions_path(out: Path) -> Path:
-    """``cases.csv`` -> ``cases_lesions.csv`` (the per-lesion table beside the per-case one)."""
-    return out.with_name(f"{out.stem}_lesions{out.suffix}")
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -49,49 +44,39 @@ def evaluate(
     lesions_out: Path | None = typer.Option(
         None, "--lesions-out", help="Per-lesion table, .csv or .parquet. Default: beside --out, with a _lesions suffix."
     ),
+    as_json: Json = False,
 ) -> None:
     """Evaluate predictions against ground truth: Dice, lesion detection, FP/FN volumes, biomarkers, strata."""
+    from lossbench import api
+    from lossbench.cli._common import err_console, json_mode, print_json
+
+    with json_mode(as_json) as stdout:
+        status = err_console()
+        with status.status("evaluating") as spinner:
+            result = api.evaluate(
+                pred=pred, gt=gt, pet=pet, criterion=criterion, iou=iou, connectivity=connectivity,
+                strata=strata.value, empty_dice=empty_dice.value, out=out, lesions_out=lesions_out,
+                progress=lambda case_id: spinner.update(f"evaluating {case_id}"),
+            )
+        extra = result.unmatched
+        if extra:
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            err_console().print(
+                f"warning: {len(extra)} prediction(s) without ground truth not evaluated: {shown}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+        if as_json:
+            print_json(result.as_dict(), stdout)
+            return
+        _print(result, criterion)
+
+
+def _print(result, criterion: int) -> None:
     from rich.table import Table
 
-    from lossbench.cli._common import console, err_console
-    from lossbench.errors import LossbenchError
-    from lossbench.evaluation import evaluate_folders, summarize
-    from lossbench.evaluation.io import find_cases, table_format, write_tables
+    from lossbench.cli._common import console
 
-    if criterion not in (1, 2, 3):
-        raise LossbenchError(f"--criterion must be 1, 2 or 3, got {criterion}")
-    if connectivity not in (6, 18, 26):
-        raise LossbenchError(f"--connectivity must be 6, 18 or 26, got {connectivity}")
-    if not 0.0 < iou <= 1.0:
-        raise LossbenchError(f"--iou must be in (0, 1], got {iou}")
-    lesions_path = lesions_out if lesions_out is not None else _lesions_path(out)
-    table_format(out)  # fail on a bad extension before any work
-    table_format(lesions_path)
-    if out.resolve() == lesions_path.resolve():
-        raise LossbenchError("--out and --lesions-out name the same file")
-
-    _, extra = find_cases(pred, gt, pet)
-    if extra:
-        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-        err_console().print(
-            f"warning: {len(extra)} prediction(s) without ground truth not evaluated: {shown}",
-            markup=False, highlight=False, soft_wrap=True,
-        )
-
-    status = err_console()
-    with status.status("evaluating") as spinner:
-        cases, lesions = evaluate_folders(
-            pred, gt, pet,
-            criterion=criterion,
-            iou_threshold=iou,
-            connectivity=connectivity,
-            strata=strata.value,
-            empty_dice=float("nan") if empty_dice is EmptyDice.nan else 1.0,
-            progress=lambda case_id: spinner.update(f"evaluating {case_id}"),
-        )
-    write_tables([(cases, out), (lesions, lesions_path)])
-
-    summary = summarize(cases)
+    cases, summary, out, lesions_path = result.cases, result.summary, result.out, result.lesions_out
     table = Table(title=f"per case (detection criterion {criterion})", title_justify="left")
     for col in ("case", "Dice", "TP", "FP", "FN", "sensitivity", "FPV mL", "FNV mL", "GT lesions"):
         table.add_column(col, justify="left" if col == "case" else "right")

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from lossbench.cli import _options as opts
-from lossbench.cli._common import console, err_console, registry
+from lossbench.cli._common import console, err_console, json_mode, print_json, registry
 
 
 def matrix(
@@ -41,6 +41,7 @@ def matrix(
     executor_option: list[str] = typer.Option([], "--executor-option", "-X", metavar="KEY=VALUE",
                                               help="Executor option, e.g. -X address=auto, -X partition=gpu "
                                               "(see `lossbench show executor NAME`)."),
+    as_json: opts.Json = False,
 ) -> None:
     """Run the matrix of cells; finished cells are skipped, interrupted ones resume.
 
@@ -52,37 +53,56 @@ def matrix(
     from lossbench.matrix import run_matrix
 
     _terminate_as_interrupt()
-    out, err = console(), err_console()
+    with json_mode(as_json) as stdout:
+        out, err = console(), err_console()
 
-    def on_change(job: Any) -> None:
-        style = {"running": "blue", "submitted": "blue", "finished": "green", "failed": "red"}.get(job.status, "")
-        extra = f" after {job.seconds:.0f} s" if job.status in ("finished", "failed") else ""
-        if job.status in ("finished", "failed") and job.attempt > 1:
-            extra += f" ({job.attempt} attempts)"
-        out.print(f"[{style}]{job.status}[/] {job.config.name}{extra}" + (f": {job.error}" if job.error else ""),
-                  highlight=False)
+        def on_change(job: Any) -> None:
+            style = {"running": "blue", "submitted": "blue", "finished": "green", "failed": "red"}.get(job.status, "")
+            extra = f" after {job.seconds:.0f} s" if job.status in ("finished", "failed") else ""
+            if job.status in ("finished", "failed") and job.attempt > 1:
+                extra += f" ({job.attempt} attempts)"
+            out.print(f"[{style}]{job.status}[/] {job.config.name}{extra}" + (f": {job.error}" if job.error else ""),
+                      highlight=False)
 
-    result = run_matrix(
-        registry(), loss=loss or "", net=net or "", folds=folds, seeds=seeds, dataset=dataset, data=data,
-        preset=preset, train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr,
-                                                 val_every=val_every, spacing=spacing),
-        loss_param=loss_param, net_param=net_param, data_param=data_param, config=config, experiment=experiment,
-        tracking_uri=tracking_uri, jobs=jobs, device=device, dry_run=dry_run, executor=executor,
-        executor_options=executor_option,
-        on_checking=lambda n: out.status(f"checking {n} cells and the data…"),
-        on_note=lambda text: out.print(text, highlight=False), on_change=on_change,
-    )
-    if result.dry_run:
-        _print_cells(out, result.jobs, title=f"matrix {result.matrix_id} (dry run)")
-        return
-    _print_cells(out, result.jobs, title=f"matrix {result.matrix_id}: parent run {result.parent_id}",
-                 metrics=result.metrics)
-    if result.failed:
-        for job in result.failed:
-            err.print(f"re-run {job.config.name} with: {shlex.join(job.command)}", highlight=False, soft_wrap=True)
-        err.print(f"error: {len(result.failed)} of {len(result.jobs)} cells failed (logs in {result.work})",
-                  highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        result = run_matrix(
+            registry(), loss=loss or "", net=net or "", folds=folds, seeds=seeds, dataset=dataset, data=data,
+            preset=preset, train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr,
+                                                     val_every=val_every, spacing=spacing),
+            loss_param=loss_param, net_param=net_param, data_param=data_param, config=config, experiment=experiment,
+            tracking_uri=tracking_uri, jobs=jobs, device=device, dry_run=dry_run, executor=executor,
+            executor_options=executor_option,
+            on_checking=lambda n: out.status(f"checking {n} cells and the data…"),
+            on_note=lambda text: out.print(text, highlight=False), on_change=on_change,
+        )
+        if as_json:
+            print_json(_as_dict(result), stdout)
+        elif result.dry_run:
+            _print_cells(out, result.jobs, title=f"matrix {result.matrix_id} (dry run)")
+        if result.dry_run:
+            return
+        if not as_json:
+            _print_cells(out, result.jobs, title=f"matrix {result.matrix_id}: parent run {result.parent_id}",
+                         metrics=result.metrics)
+        if result.failed:
+            for job in result.failed:
+                err.print(f"re-run {job.config.name} with: {shlex.join(job.command)}", highlight=False, soft_wrap=True)
+            err.print(f"error: {len(result.failed)} of {len(result.jobs)} cells failed (logs in {result.work})",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    """The matrix for ``--json``: its id, parent run, work folder and every cell."""
+    cells = []
+    for job in result.jobs:
+        m = result.metrics.get(job.run_id, {})
+        cfg = job.config
+        cells.append({"cell": cfg.name, "loss": cfg.loss, "network": cfg.network, "fold": cfg.fold, "seed": cfg.seed,
+                      "status": job.status, "run_id": job.run_id or None, "error": job.error or None,
+                      "seconds": job.seconds, "attempts": job.attempt, "metrics": m,
+                      "command": list(job.command)})
+    return {"matrix_id": result.matrix_id, "parent_run_id": result.parent_id or None, "dry_run": result.dry_run,
+            "work": str(result.work), "failed": len(result.failed), "cells": cells}
 
 
 def _terminate_as_interrupt() -> None:

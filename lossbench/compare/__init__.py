@@ -15,9 +15,12 @@
 - :mod:`lossbench.compare.publish` — the comparison run in MLflow.
 
 This module imports nothing heavy, so the CLI can read its constants without paying for pandas.
+It is also callable: ``lossbench.compare(...)`` is :func:`lossbench.api.compare`.
 """
 
 from __future__ import annotations
+
+from lossbench._callable import make_callable
 
 #: Metrics compared when ``--metrics`` is not given.
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -25,3 +28,5 @@ DEFAULT_METRICS: tuple[str, ...] = (
 )
 
 __all__ = ["DEFAULT_METRICS"]
+
+make_callable(__name__, "compare")

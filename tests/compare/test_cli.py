@@ -172,10 +172,32 @@ def test_compare_children_of_a_matrix_run_with_seeds_kept_apart(store, tmp_path)
 def test_compare_exactly_the_runs_given(store, tmp_path):
     dl0, _, dfl0, _, l1dfl0, _ = store["children"]
     res = lossbench(store["home"], "--experiment", "psma", "--runs", f"{dl0},{l1dfl0}", "--metrics", "dice",
-                    "--out", "rep", cwd=tmp_path)
+                    "--out", "rep", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert set(pd.read_csv(tmp_path / "rep" / "runs.csv")["run_id"]) == {dl0, l1dfl0}
     assert set(pd.read_csv(tmp_path / "rep" / "tests.csv")["test"]) == {"twoway", "wilcoxon"}  # no Friedman
+    doc = json.loads(res.stdout)  # --json: one document on stdout, nothing else
+    assert doc["report"] == str((tmp_path / "rep").resolve()) and set(doc["compared_runs"]) == {dl0, l1dfl0}
+    assert doc["metrics"] == ["dice"] and sorted(doc["losses"]["attunet"]) == ["dl", "l1dfl"]
+    assert {r["loss"] for r in doc["summary"]} == {"dl", "l1dfl"} and doc["counts"]["n_runs"] == 2
+    _, comparisons = comparison_runs(store["home"])
+    assert doc["comparison_run_id"] in {r.info.run_id for r in comparisons}
+
+
+def test_python_api_compare_mirrors_the_command(store, tmp_path, monkeypatch):
+    import lossbench
+    from lossbench.errors import LossbenchError
+
+    monkeypatch.setenv("LOSSBENCH_HOME", str(store["home"]))
+    dl0, _, dfl0, _, l1dfl0, _ = store["children"]
+    result = lossbench.compare(experiment="psma", runs=[dl0, l1dfl0], metrics=["dice"], out=tmp_path / "rep",
+                               n_boot=0)
+    assert set(result.compared_runs) == {dl0, l1dfl0} and (tmp_path / "rep" / "report.html").exists()
+    assert set(result.comparison.tests["test"]) == {"twoway", "wilcoxon"}
+    with pytest.raises(LossbenchError, match="give either --parent or --runs, not both"):
+        lossbench.compare(experiment="psma", runs=[dl0], parent=store["parent"], out=tmp_path / "x")
+    with pytest.raises(LossbenchError, match="only one loss"):
+        lossbench.compare(experiment="single", out=tmp_path / "y")
 
 
 @pytest.mark.parametrize("case", ["no runs", "single loss", "no cases.csv", "unknown metric", "server down",

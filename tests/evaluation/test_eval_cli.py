@@ -72,6 +72,18 @@ def test_evaluate_writes_both_tables_and_prints_a_summary(study):
     assert res.stderr == ""
 
 
+def test_json_is_one_document_on_stdout(study):
+    import json
+
+    res = lossbench(*args("--out", "out/cases.csv", "--json"), cwd=study)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)  # nothing else on stdout
+    assert doc["n_cases"] == 2 and [c["case_id"] for c in doc["cases"]] == ["p1", "p2"]
+    assert [[c["tp"], c["fp"], c["fn"]] for c in doc["cases"]] == [[2, 0, 0], [1, 1, 1]]
+    assert doc["summary"]["tp"]["pooled"] == 3 and doc["out"] == "out/cases.csv"
+    assert (study / "out" / "cases_lesions.csv").exists()
+
+
 def test_parquet_output_and_options(study):
     res = lossbench(
         *args("--out", "c.parquet", "--lesions-out", "l.csv", "--criterion", "1", "--strata", "quantile"),
