@@ -81,6 +81,12 @@ def test_matrix_parallel_then_rerun_skips_everything(cohort, tmp_path):
     assert again.returncode == 0
     assert "4 already finished, 0 to run" in again.stdout and "local MLflow server" not in again.stdout
     assert len([r for r in mlflow_runs(home)[1] if r.data.tags.get("lossbench.kind") == "cell"]) == 4
+    planned = matrix(home, *args, "--dry-run", "--json")  # one JSON document on stdout, nothing else
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    doc = json.loads(planned.stdout)
+    assert doc["dry_run"] is True and doc["failed"] == 0 and len(doc["cells"]) == 4
+    assert {c["status"] for c in doc["cells"]} == {"skipped"}
+    assert {c["run_id"] for c in doc["cells"]} == {r.info.run_id for r in cells}
 
     # and the comparison reads the matrix back from MLflow alone
     report = tmp_path / "report"
