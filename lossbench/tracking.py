@@ -59,8 +59,13 @@ NOTE_TAG = "mlflow.note.content"  # the run's (or experiment's) description in t
 #: links carry the parameter).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-#: A saved runs-table view (experiment tag ``mlflow.sharedViewState.<key>``, opened with
-#: ``?viewStateShareKey=<key>``): loss, network, fold, seed and the test summaries first.
+#: A saved runs-table view: loss, network, fold, seed and the test summaries first. MLflow 3.15+
+#: keeps the Runs page's saved views ("Views" menu) as experiment tags ``mlflow.sharedViewState.<id>``
+#: whose value is ``{"name", "createdAt", "updatedAt", "state": "deflate;" + base64(zlib(JSON))}``
+#: (what the UI itself writes on "Save as new view"), the state holding ``selectedColumns`` and
+#: ``columnOrder``. It applies when the Runs page is opened with ``?viewStateShareKey=<id>``
+#: (``#/experiments/<id>/runs?…``: the bare ``#/experiments/<id>?…`` redirects and drops the key) or
+#: is picked in the Views menu; MLflow has no per-experiment default columns.
 VIEW_KEY = "lossbench"
 VIEW_COLUMNS = (
     *(f"tags.`lossbench.{k}`" for k in ("loss", "network", "fold", "seed")),
@@ -68,6 +73,31 @@ VIEW_COLUMNS = (
                                  "test_fp_pooled", "best_val_dice", "best_epoch")),
     "attributes.`Dataset`", "attributes.`Models`", "attributes.`Duration`",
 )
+
+
+def _view_state_value() -> str:
+    """The lossbench view's state as MLflow's UI stores it: ``deflate;`` + base64 of zlib'd JSON."""
+    import base64
+    import json
+    import zlib
+
+    state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False, "startTime": "ALL",
+             "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+             "selectedColumns": list(VIEW_COLUMNS), "columnOrder": list(VIEW_COLUMNS), "columnWidths": {}}
+    packed = zlib.compress(json.dumps(state, separators=(",", ":")).encode("utf-8"))
+    return "deflate;" + base64.b64encode(packed).decode("ascii")
+
+
+def saved_view_state(value: str) -> dict[str, Any]:
+    """The state of a saved view tag value (``mlflow.sharedViewState.<id>``), decoded."""
+    import base64
+    import json
+    import zlib
+
+    state = json.loads(value)["state"]
+    if state.startswith("deflate;"):
+        state = zlib.decompress(base64.b64decode(state[len("deflate;"):])).decode("utf-8")
+    return json.loads(state)
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit on a param value
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
@@ -311,23 +341,37 @@ class Tracker:
         """Experiment tags (set once): a model-training experiment, the runs-table view, a description."""
         import json
 
+        view_tag = f"mlflow.sharedViewState.{VIEW_KEY}"
+        state = _view_state_value()
+        current = tags.get(view_tag)
+        try:
+            same = current is not None and json.loads(current).get("state") == state
+        except (ValueError, AttributeError):
+            same = False
+        now = int(time.time() * 1000)
         wanted = {
             EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
-            f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps({
-                "selectedColumns": list(VIEW_COLUMNS), "orderByKey": "attributes.start_time", "orderByAsc": False}),
+            view_tag: current if same else json.dumps(
+                {"name": VIEW_KEY, "createdAt": now, "updatedAt": now, "state": state}, separators=(",", ":")),
         }
+        old_link = f"(#/experiments/{self.experiment_id}?workflowType=machine_learning&viewStateShareKey={VIEW_KEY})"
         if NOTE_TAG not in tags:
             wanted[NOTE_TAG] = (
                 "lossbench cells (loss × network × fold × seed) and comparisons. Runs table with loss, network, "
-                f"fold, seed and the test summaries first: [lossbench view](#/experiments/{self.experiment_id}"
-                f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY})")
+                f"fold, seed and the test summaries first: [lossbench view]({self.view_path()})")
+        elif old_link in tags[NOTE_TAG]:  # the earlier link, which redirected and lost the view
+            wanted[NOTE_TAG] = tags[NOTE_TAG].replace(old_link, f"({self.view_path()})")
         for key, value in wanted.items():
             if tags.get(key) != value:
                 self._client.set_experiment_tag(self.experiment_id, key, value)
 
+    def view_path(self) -> str:
+        """``#/experiments/<id>/runs?…``: the Runs table in the lossbench view, model-training mode."""
+        return f"#/experiments/{self.experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+
     def view_url(self, base: str) -> str:
         """The experiment's runs table in the lossbench view, on the MLflow UI at ``base``."""
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+        return f"{base.rstrip('/')}/{self.view_path()}"
 
     @property
     def is_sqlite(self) -> bool:

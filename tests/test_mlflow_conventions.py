@@ -57,8 +57,11 @@ def test_mlflow_variables_standard_tags_dataset_and_model(trained):
     assert not (trained["home"] / "mlflow.db").exists()  # the variables were honoured: nothing embedded
     client, exp, runs = _client(trained)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI view
-    view = json.loads(exp.tags["mlflow.sharedViewState.lossbench"])
+    from lossbench.tracking import saved_view_state
+
+    view = saved_view_state(exp.tags["mlflow.sharedViewState.lossbench"])  # a saved view, as MLflow's UI writes it
     assert view["selectedColumns"][:4] == [f"tags.`lossbench.{k}`" for k in ("loss", "network", "fold", "seed")]
+    assert view["columnOrder"] == view["selectedColumns"] and "metrics.`test_dice_mean`" in view["selectedColumns"]
     run = runs["l1dfl-attunet-fold0-seed0"]
     tags = run.data.tags
     assert tags["mlflow.source.name"] == "lossbench run" and "l1dfl" in tags["mlflow.note.content"]

@@ -80,6 +80,7 @@ def site(tmp_path_factory):
         report = lossbench.compare(experiment=EXPERIMENT, metrics=["dice"], min_pairs=2, n_boot=0,
                                    out=root / "report")
         experiment_id = tracker.experiment_id
+        view_path = tracker.view_path()
 
     port = free_port()
     server = subprocess.Popen([lossbench_executable(), "ui", "--port", str(port)],
@@ -106,6 +107,7 @@ def site(tmp_path_factory):
         browser = webdriver.Chrome(service=Service(driver_path), options=options)
         browser.set_page_load_timeout(WAIT)
         yield {"browser": browser, "base": f"http://127.0.0.1:{port}", "experiment_id": experiment_id,
+               "view_path": view_path,
                "runs": ids, "names": [f"{s['loss']}-attunet-fold0-seed{s['seed']}" for s in specs],
                "report": report}
     finally:
@@ -142,6 +144,32 @@ def test_experiment_page_lists_the_cells_and_the_comparison(site):
     assert "Model training" in text and EXPERIMENT in text
     assert "compare-4-runs" in text  # the comparison run sits beside its cells
     assert "5 matching runs" in text
+
+
+def test_lossbench_view_shows_loss_network_fold_seed_and_the_test_summaries_first(site):
+    """The link lossbench prints and puts in the experiment's description opens its saved view."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from lossbench.tracking import VIEW_KEY
+
+    browser = site["browser"]
+    browser.get(f"{site['base']}/{site['view_path']}")
+    wanted = ["lossbench.loss", "lossbench.network", "lossbench.fold", "lossbench.seed", "test_dice_mean"]
+
+    def headers(b) -> list[str]:  # the column headers, left to right (read at once: the grid re-renders)
+        placed = b.execute_script(
+            "return Array.from(document.querySelectorAll('.ag-header-cell')).map("
+            "c => [c.getBoundingClientRect().left, c.innerText.trim()]).filter(p => p[1]);")
+        return [label for _, label in sorted(placed)]
+
+    WebDriverWait(browser, WAIT).until(lambda b: all(w in headers(b) for w in wanted),
+                                       message="the lossbench view's columns never appeared")
+    shown = headers(browser)
+    order = [shown.index(w) for w in wanted]
+    assert order == sorted(order), shown  # loss, network, fold, seed, then the test summaries
+    if "Dataset" in shown:  # (columns far to the right may not be drawn at all: ag-grid virtualises them)
+        assert shown.index("lossbench.seed") < shown.index("Dataset"), shown  # before MLflow's own columns
+    assert VIEW_KEY in _page_text(browser)  # the saved view is named in the Views menu button
 
 
 def test_run_page_shows_params_metric_charts_and_evaluation_artifacts(site):
