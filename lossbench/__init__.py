@@ -16,11 +16,20 @@ The Python API mirrors the CLI (same options, checks and errors; see :mod:`lossb
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import pluggy
 
 from lossbench.components import Component, Param
 
 __version__ = "0.1.0"
+
+# MONAI's DICOM reader registers an nvImageCodec decoder when pydicom is installed (the dicom extra)
+# and, without CUDA, warns about it on every import: a line that is neither ours nor actionable.
+# Its reader repeats it as a UserWarning each time a LoadImage builds its readers (every transform).
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin", category=UserWarning)
 
 #: The project name: pluggy marker name, plugin-manager name and entry-point group.
 PROJECT = "lossbench"
