@@ -80,17 +80,22 @@ def dicom(
     out: Path = typer.Option(..., "--out", help="Folder to create (nnU-Net raw layout); must not exist or be empty."),
     id_from: str = typer.Option("PatientID", "--id-from", help="Case id from PatientID or StudyInstanceUID."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    seg: Path = typer.Option(None, "--seg", help="Folder of RTSTRUCT files (may be the --in folder): labelsTr/"
+                             "<ID>.nii.gz from each study's structure set drawn on its PET series."),
+    roi: str = typer.Option("lesion", "--roi", help="With --seg: include every ROI whose name contains this, "
+                            "in any case (default: lesion)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Convert DICOM PET/CT studies to imagesTr/<ID>_0000.nii.gz (CT on the PET grid, HU) and
-    <ID>_0001.nii.gz (PET in SUV body weight), with a manifest of weight, dose, times and decay."""
+    <ID>_0001.nii.gz (PET in SUV body weight), with a manifest of weight, dose, times and decay;
+    with --seg also labelsTr/<ID>.nii.gz from RTSTRUCT contours (ROIs chosen by --roi)."""
     import json
 
     from lossbench.cli._common import err_console
     from lossbench_psma.dicom import convert
 
     with err_console().status("reading DICOM…") as spinner:
-        manifest = convert(src, out, id_from=id_from, overwrite=overwrite,
+        manifest = convert(src, out, id_from=id_from, overwrite=overwrite, seg=seg, roi=roi,
                            progress=lambda case: spinner.update(f"converting {case}"))
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))

@@ -24,6 +24,15 @@ SUV body weight (PAPER.md §4.2)::
 The CT (HU) is resampled onto the PET grid (linear, padding −1024 HU, as the reference). Output per
 study: ``imagesTr/<ID>_0000.nii.gz`` (CT), ``<ID>_0001.nii.gz`` (PET, SUV) and ``manifest.json``
 (weight, dose, times, half-life, decay factor per study). The output folder appears only complete.
+
+Labels (``seg``: a folder of RTSTRUCT files, which may be ``--in`` itself): each study needs one
+RTSTRUCT of its ``StudyInstanceUID`` whose contours are drawn on its PET series (the referenced
+series, or the PET's frame of reference). The ROIs included are those whose ``ROIName`` contains
+``roi`` in any case (default ``lesion``: "Lesion 1", "bone_lesion", "LESION"; ``--roi`` changes it);
+their closed planar contours are filled on the PET slices (voxel centres inside the polygon, even-odd
+rule, holes as drawn) and united into ``labelsTr/<ID>.nii.gz`` (uint8 0/1, the PET's grid and header).
+A study without an RTSTRUCT, or without a matching ROI, is one line naming it and the ROI names it
+has. DICOM SEG is not read yet.
 """
 
 from __future__ import annotations
@@ -38,7 +47,10 @@ from typing import Any
 
 from lossbench.errors import LossbenchError
 
-__all__ = ["convert", "suv_factor"]
+__all__ = ["DEFAULT_ROI", "convert", "suv_factor"]
+
+#: ROIs whose name contains this (any case) are the lesion label.
+DEFAULT_ROI = "lesion"
 
 PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
 
@@ -160,6 +172,54 @@ def _volume(series: Series) -> Any:
     return image, slices[0]
 
 
+def _rtstruct_label(rtstructs: list[Path], pet: Series, pet_img: Any, roi: str, study: str) -> tuple[Any, list[str]]:
+    """The union of the matching ROIs' contours of the study's RTSTRUCT, filled on the PET grid."""
+    import numpy as np
+    import pydicom
+    import SimpleITK as sitk
+    from matplotlib.path import Path as Polygon
+
+    found = []
+    for path in rtstructs:
+        ds = pydicom.dcmread(path)
+        if str(getattr(ds, "StudyInstanceUID", "")) != study:
+            continue
+        refs = {str(s.SeriesInstanceUID) for f in getattr(ds, "ReferencedFrameOfReferenceSequence", [])
+                for st in getattr(f, "RTReferencedStudySequence", []) for s in getattr(st, "RTReferencedSeriesSequence", [])}
+        frames = {str(f.FrameOfReferenceUID) for f in getattr(ds, "ReferencedFrameOfReferenceSequence", [])
+                  if "FrameOfReferenceUID" in f}
+        if pet.uid in refs or (not refs and str(getattr(pet.first, "FrameOfReferenceUID", "")) in frames):
+            found.append((path, ds))
+    if len(found) != 1:
+        raise DicomError(f"study {study}: {len(found)} RTSTRUCT files drawn on its PET series {pet.uid} under "
+                         "--seg; exactly one is needed")
+    path, ds = found[0]
+    names = {int(r.ROINumber): str(r.ROIName) for r in getattr(ds, "StructureSetROISequence", [])}
+    chosen = {number for number, name in names.items() if roi.lower() in name.lower()}
+    if not chosen:
+        raise DicomError(f"study {study}: no ROI name in {path.name} contains {roi!r} (any case); ROIs: "
+                         f"{', '.join(sorted(names.values())) or 'none'}; choose them with --roi")
+    size = pet_img.GetSize()  # (x, y, z)
+    mask = np.zeros(size[::-1], np.uint8)  # (z, y, x)
+    jj, ii = np.mgrid[0:size[1], 0:size[0]]
+    centres = np.column_stack([ii.ravel(), jj.ravel()])
+    for item in getattr(ds, "ROIContourSequence", []):
+        if int(item.ReferencedROINumber) not in chosen:
+            continue
+        for contour in getattr(item, "ContourSequence", []):
+            points = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            index = np.array([pet_img.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in points])
+            k = int(round(float(np.mean(index[:, 2]))))
+            if len(points) < 3 or not 0 <= k < size[2] or np.ptp(index[:, 2]) > 0.5:
+                raise DicomError(f"study {study}: a contour of ROI {names[int(item.ReferencedROINumber)]!r} is not "
+                                 "on a PET slice (ContourData)")
+            inside = Polygon(index[:, :2]).contains_points(centres).reshape(size[1], size[0])
+            mask[k] ^= inside  # even-odd: a contour inside another is a hole
+    label = sitk.GetImageFromArray(mask)
+    label.CopyInformation(pet_img)
+    return label, sorted(names[n] for n in chosen)
+
+
 def _case_id(ds: Any, id_from: str, study: str) -> str:
     value = str(getattr(ds, id_from, "") or "").strip()
     if not value:
@@ -168,8 +228,10 @@ def _case_id(ds: Any, id_from: str, study: str) -> str:
 
 
 def convert(src: Path, out: Path, *, id_from: str = "PatientID", overwrite: bool = False,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Convert every PET/CT study under ``src``; returns the manifest (also ``out/manifest.json``)."""
+            progress: Callable[[str], None] | None = None, seg: Path | None = None,
+            roi: str = DEFAULT_ROI) -> dict[str, Any]:
+    """Convert every PET/CT study under ``src`` (and its RTSTRUCT labels under ``seg``, ROIs whose name
+    contains ``roi``); returns the manifest (also ``out/manifest.json``)."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -185,15 +247,25 @@ def convert(src: Path, out: Path, *, id_from: str = "PatientID", overwrite: bool
         if folder.exists() and any(folder.iterdir()) and not overwrite:
             raise LossbenchError(f"--out {folder} is not empty; choose another folder or pass --overwrite")
 
+    if seg is not None and not Path(seg).is_dir():
+        raise LossbenchError(f"--seg {seg} is not a folder")
+    if seg is not None and not roi.strip():
+        raise LossbenchError("--roi is empty; give part of the ROI names to include, e.g. lesion")
     check(out)
     studies = _scan(src)
+    rtstructs = ([f for series in (_scan(Path(seg)) if Path(seg) != src else studies).values()
+                  for s in series.values() if s.modality == "RTSTRUCT" for f in s.files] if seg is not None else [])
     if not studies:
         raise LossbenchError(f"no DICOM files under {src}")
     manifest: dict[str, Any] = {"source": str(src.resolve()), "id_from": id_from, "studies": []}
+    if seg is not None:
+        manifest["labels"] = {"from": "RTSTRUCT", "seg": str(Path(seg).resolve()), "roi_contains": roi}
     with atomic_folder(out, check=check) as tmp:
         (tmp / "imagesTr").mkdir()
         seen: dict[str, str] = {}
         for study_uid, series in sorted(studies.items()):
+            if all(s.modality in ("RTSTRUCT", "SEG") for s in series.values()):
+                continue  # structure sets only (their images are elsewhere)
             images = [s for s in series.values() if s.modality in ("CT", "PT")]
             pets = [s for s in images if s.modality == "PT"]
             cts = [s for s in images if s.modality == "CT"]
@@ -214,11 +286,17 @@ def convert(src: Path, out: Path, *, id_from: str = "PatientID", overwrite: bool
             ct_on_pet = sitk.Resample(ct_img, suv, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
             sitk.WriteImage(ct_on_pet, str(tmp / "imagesTr" / f"{case}_0000.nii.gz"))
             sitk.WriteImage(suv, str(tmp / "imagesTr" / f"{case}_0001.nii.gz"))
+            label_facts: dict[str, Any] = {}
+            if seg is not None:
+                label, rois = _rtstruct_label(rtstructs, pets[0], suv, roi, study_uid)
+                (tmp / "labelsTr").mkdir(exist_ok=True)
+                sitk.WriteImage(label, str(tmp / "labelsTr" / f"{case}.nii.gz"))
+                label_facts = {"label_rois": rois, "label_voxels": int(np.sum(sitk.GetArrayViewFromImage(label)))}
             manifest["studies"].append({
                 "id": case, "study": study_uid, "pet_series": pets[0].uid, "ct_series": cts[0].uid,
                 "pet_slices": len(pets[0].files), "ct_slices": len(cts[0].files),
                 "pet_shape": list(suv.GetSize()), "pet_spacing_mm": list(suv.GetSpacing()),
-                "suv_max": float(np.max(sitk.GetArrayViewFromImage(suv))), **facts,
+                "suv_max": float(np.max(sitk.GetArrayViewFromImage(suv))), **facts, **label_facts,
             })
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
