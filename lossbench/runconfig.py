@@ -38,14 +38,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "overlap": 0.25, "amp": True, "affine_prob": 0.5, "cache_rate": 1.0, "num_samples": 1,
         "warmup_epochs": 0,
     },
-    # A few minutes on 2 CPU cores (about 4 on the default synthetic cohort): 4 mm voxels, 48³
-    # patches, a larger learning rate for the short schedule. Each network's small CPU size is
-    # its own ``presets["cpu"]`` (the component carries it, as timm's default_cfgs).
+    # A few minutes on 2 CPU cores on the default synthetic cohort: 4 mm voxels, 48³ patches, two
+    # patches per volume and step, a larger learning rate after a 2-epoch warm-up, six validation
+    # points to choose the model from (benchmarks/RESULTS.md, "The default demo"). Each network's
+    # small CPU size is its own ``presets["cpu"]``, the psma dataset's CT window and PET scaling too.
     "cpu": {
-        "epochs": 30, "patch": (48, 48, 48), "batch": 2, "lr": 1e-3, "weight_decay": 1e-5,
-        "val_every": 10, "spacing": (4.0, 4.0, 4.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
-        "overlap": 0.25, "amp": False, "affine_prob": 0.5, "cache_rate": 1.0, "num_samples": 1,
-        "warmup_epochs": 0,
+        "epochs": 30, "patch": (48, 48, 48), "batch": 2, "lr": 2e-3, "weight_decay": 1e-5,
+        "val_every": 5, "spacing": (4.0, 4.0, 4.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
+        "overlap": 0.25, "amp": False, "affine_prob": 0.5, "cache_rate": 1.0, "num_samples": 2,
+        "warmup_epochs": 2,
     },
 }
 
@@ -225,7 +226,12 @@ def resolve_run_config(
         if value is None:
             continue
         settings[key] = _coerce_train(key, value)
-    settings = _check_train({k: _coerce_train(k, v) for k, v in settings.items()})
+    settings = {k: _coerce_train(k, v) for k, v in settings.items()}
+    explicit = {k.replace("-", "_") for k, v in train.items() if v is not None}
+    if "warmup_epochs" not in explicit and settings["warmup_epochs"] >= settings["epochs"]:
+        # the preset's warm-up, when fewer epochs are asked for: at most all epochs but the last
+        settings["warmup_epochs"] = max(0, settings["epochs"] - 1)
+    settings = _check_train(settings)
     if fold < 0:
         raise ParameterError(f"--fold must be >= 0, got {fold}")
     return RunConfig(

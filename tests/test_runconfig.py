@@ -53,3 +53,16 @@ def test_identity_changes_with_what_matters():
     assert base.identity("split", "code") != resolve(epochs=2).identity("split", "code")
     assert base.identity("split", "code") != base.identity("other split", "code")
     assert base.identity("split", "code") != base.identity("split", "new code")
+
+
+def test_the_preset_warm_up_shortens_with_the_epochs_but_an_explicit_one_is_checked():
+    assert resolve().warmup_epochs == 2 and resolve(epochs=2).warmup_epochs == 1
+    assert resolve(epochs=1).warmup_epochs == 0
+    with pytest.raises(ParameterError, match="warmup_epochs"):
+        resolve(epochs=2, warmup_epochs=2)
+
+
+def test_new_settings_are_checked():
+    with pytest.raises(ParameterError, match="num_samples"):
+        resolve(num_samples=0)
+    assert resolve(num_samples="3").num_samples == 3

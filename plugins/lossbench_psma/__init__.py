@@ -11,6 +11,9 @@ PSMA = Component(
     summary="PSMA PET/CT lesion segmentation (CT + PET SUV -> binary lesion mask); synthetic cohort by default.",
     factory="lossbench_psma.dataset:build_psma",
     validator="lossbench_psma.dataset:check_psma",
+    # The cpu preset: every tissue at the same CT value in every case, PET in units of 5 SUV
+    # (benchmarks/RESULTS.md, "The default demo"); the paper preset keeps the reference's min-max and SUV.
+    presets={"cpu": {"ct_window": "-1000,1000", "pet_scale": 5.0}},
     params=(
         Param("data", str, "", "Data folder (nnU-Net raw or autoPET layout); empty = the synthetic default cohort."),
         Param("layout", str, "auto", "Folder layout; auto detects imagesTr/ (nnunet) or */CTres.nii.gz (autopet).",

@@ -17,9 +17,13 @@ import numpy as np
 from lossbench.errors import ParameterError
 
 #: Bumped whenever a change alters the generated data; part of the default cohort's cache key.
-GENERATOR_VERSION = "2"  # 2: the held-out test set is a stratified (count, TMTV) systematic sample
+GENERATOR_VERSION = "2"  # 2: pelvis-to-lung-bases default field of view; stratified (count, TMTV) test set
 
-DEFAULT_SHAPE = (112, 80, 224)
+#: A CPU-sized field of view: upper thighs to the lung bases (51.2 cm), which holds the physiological
+#: uptake that makes PSMA hard (kidneys, bladder, bowel, liver, spleen) and most lesion sites.
+#: ``WHOLE_BODY_SHAPE`` (to the orbits, with the salivary and lacrimal glands) is ``--shape 112,80,224``.
+DEFAULT_SHAPE = (112, 80, 128)
+WHOLE_BODY_SHAPE = (112, 80, 224)
 DEFAULT_SPACING = (4.0, 4.0, 4.0)
 
 #: (group name, min count, max count, probability)
