@@ -76,6 +76,18 @@ def _cmdline(pid: int) -> list[str] | None:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def _exec_cmdline(proc: subprocess.Popen, timeout: float = 5.0) -> list[str] | None:
+    """The child's command line once it has exec'd its program: between fork and exec the kernel
+    still shows the parent's, which would never match again later."""
+    parent = _cmdline(os.getpid())
+    deadline = time.monotonic() + timeout
+    while True:
+        current = _cmdline(proc.pid)
+        if current and current != parent or proc.poll() is not None or time.monotonic() > deadline:
+            return current
+        time.sleep(0.01)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -108,7 +120,7 @@ def write_record(path: Path, proc: subprocess.Popen, **info: Any) -> None:
     after the start) and ``info`` such as the port."""
     from lossbench.fsio import atomic_write
 
-    record = {"pid": proc.pid, "host": socket.gethostname(), "cmdline": _cmdline(proc.pid),
+    record = {"pid": proc.pid, "host": socket.gethostname(), "cmdline": _exec_cmdline(proc),
               "started": time.time(), **info}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(record, indent=2))

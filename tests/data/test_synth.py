@@ -196,7 +196,8 @@ def test_nnunet_layout_and_nifti_headers(cohort, manifest):
 
 
 def test_tissues_have_plausible_hu_and_suv():
-    case = synth.synthesize("A", synth.case_seed(0, 1))  # the default 4 mm grid
+    whole_body = synth.SynthConfig(shape=synth.WHOLE_BODY_SHAPE)  # 4 mm, thighs to orbits
+    case = synth.synthesize("A", synth.case_seed(0, 1), whole_body)
     t, ct, pet = case.tissue, case.ct, case.pet
     T = {name: t == code for code, name in enumerate(synth.TISSUES)}
 
@@ -204,7 +205,7 @@ def test_tissues_have_plausible_hu_and_suv():
         assert T[name].sum() > 0, name
         return float(np.median(img[T[name]]))
 
-    assert ct.shape == synth.SynthConfig().shape and np.array_equal(ct, np.rint(ct))
+    assert ct.shape == whole_body.shape and np.array_equal(ct, np.rint(ct))
     assert pet[0, 0, 0] == 0 and abs(ct[0, 0, 0] + 1000) < 60  # air in the corner
     assert med(ct, "air") == pytest.approx(-1000, abs=5)
     assert -900 < med(ct, "lung") < -800
@@ -221,6 +222,11 @@ def test_tissues_have_plausible_hu_and_suv():
     assert z["parotid"] > z["lung"] > z["kidney"] > z["bladder"]
     x = {n: np.argwhere(T[n])[:, 0].mean() for n in ("liver", "spleen")}
     assert x["liver"] > ct.shape[0] / 2 > x["spleen"]  # RAS: +x is the patient's right
+    # the default field of view stops at the lung bases: kidneys and bladder in, the head's glands out
+    default = synth.synthesize("A", synth.case_seed(0, 1)).tissue
+    assert default.shape[2] < t.shape[2]
+    assert all((default == synth.TISSUES.index(n)).any() for n in ("kidney", "bladder", "liver", "lung"))
+    assert not any((default == synth.TISSUES.index(n)).any() for n in ("parotid", "submandibular", "lacrimal"))
     for name, (mean, sd) in {"kidney": (20.0, 4.6), "liver": (5.0, 0.7), "spleen": (4.0, 1.5)}.items():
         assert 0.3 * mean <= case.organ_suv[name] <= mean + 6 * sd
 

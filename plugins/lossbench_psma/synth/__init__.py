@@ -24,7 +24,7 @@ from .anatomy import TISSUES
 from .case import SynthCase, generate_case, synthesize
 from .cohort import (DEFAULT_N_CASES, DEFAULT_SEED, ID_PREFIX, cohort_key, default_cohort, generate_cohort,
                      label_strata)
-from .config import GENERATOR_VERSION, SynthConfig, case_affine, case_seed, config_for
+from .config import GENERATOR_VERSION, WHOLE_BODY_SHAPE, SynthConfig, case_affine, case_seed, config_for
 
 __all__ = [
     "DEFAULT_N_CASES",
@@ -32,6 +32,7 @@ __all__ = [
     "GENERATOR_VERSION",
     "ID_PREFIX",
     "TISSUES",
+    "WHOLE_BODY_SHAPE",
     "SynthCase",
     "SynthConfig",
     "case_affine",
