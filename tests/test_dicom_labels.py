@@ -1,6 +1,6 @@
 """``lossbench data dicom --seg``: labels from an RTSTRUCT drawn on the PET series.
 
-A tiny synthetic study (tests/test_dicom.py's writer) gets a pydicom-written RTSTRUCT whose ROIs
+A tiny synthetic study (tests/dicom_writers.py) gets a pydicom-written RTSTRUCT whose ROIs
 outline exactly the planted hot voxels ("Lesion 1": the 2×2×2 block, "bone LESION": the hottest
 voxel) plus one ROI that is not a lesion ("Liver"). The label must be those voxels on the PET grid
 (compared with the converted SUV image itself, so any orientation error shows), the ROI choice
@@ -17,58 +17,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 sitk = pytest.importorskip("SimpleITK")
 
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
-
-from tests.test_dicom import ORIGIN, SPACING, write_study  # noqa: E402
-
-RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
-
-
-def _square(orientation, k: int, i0: float, i1: float, j0: float, j1: float) -> list[float]:
-    """A closed contour on slice k around the voxel centres i0 < i < i1, j0 < j < j1 (LPS, mm)."""
-    row, col = np.array(orientation[:3], float), np.array(orientation[3:], float)
-    normal = np.cross(row, col)
-    corners = [(i0, j0), (i1, j0), (i1, j1), (i0, j1)]
-    points = [np.array(ORIGIN) + i * SPACING[0] * row + j * SPACING[1] * col + k * SPACING[2] * normal
-              for i, j in corners]
-    return [float(x) for p in points for x in p]
-
-
-def write_rtstruct(folder, orientation, *, study: str, pet_series: str, frame: str = "") -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = RTSTRUCT_CLASS, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_CLASS, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = "RTSTRUCT", study, generate_uid()
-    ds.PatientID = "P1"
-    series = Dataset()
-    series.SeriesInstanceUID = pet_series
-    ref_study = Dataset()
-    ref_study.RTReferencedSeriesSequence = [series]
-    ref_frame = Dataset()
-    ref_frame.FrameOfReferenceUID = frame or generate_uid()
-    ref_frame.RTReferencedStudySequence = [ref_study]
-    ds.ReferencedFrameOfReferenceSequence = [ref_frame]
-    rois = {1: ("Lesion 1", [_square(orientation, k, 0.5, 2.5, 0.5, 2.5) for k in (1, 2)]),
-            2: ("bone LESION", [_square(orientation, 2, 4.5, 5.5, 2.5, 3.5)]),
-            3: ("Liver", [_square(orientation, 0, 3.5, 6.5, 0.5, 4.5)])}
-    ds.StructureSetROISequence, ds.ROIContourSequence = [], []
-    for number, (name, contours) in rois.items():
-        roi = Dataset()
-        roi.ROINumber, roi.ROIName = number, name
-        ds.StructureSetROISequence.append(roi)
-        item = Dataset()
-        item.ReferencedROINumber = number
-        item.ContourSequence = []
-        for data in contours:
-            contour = Dataset()
-            contour.ContourGeometricType, contour.NumberOfContourPoints = "CLOSED_PLANAR", len(data) // 3
-            contour.ContourData = data
-            item.ContourSequence.append(contour)
-        ds.ROIContourSequence.append(item)
-    ds.save_as(folder / "rtstruct.dcm", enforce_file_format=True)
+from tests.dicom_writers import write_rtstruct, write_study  # noqa: E402
 
 
 def _study_with_rtstruct(folder, orientation):

@@ -80,15 +80,19 @@ def dicom(
     out: Path = typer.Option(..., "--out", help="Folder to create (nnU-Net raw layout); must not exist or be empty."),
     id_from: str = typer.Option("PatientID", "--id-from", help="Case id from PatientID or StudyInstanceUID."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
-    seg: Path = typer.Option(None, "--seg", help="Folder of RTSTRUCT files (may be the --in folder): labelsTr/"
-                             "<ID>.nii.gz from each study's structure set drawn on its PET series."),
-    roi: str = typer.Option("lesion", "--roi", help="With --seg: include every ROI whose name contains this, "
-                            "in any case (default: lesion)."),
+    seg: Path = typer.Option(None, "--seg", help="Folder of RTSTRUCT and/or DICOM SEG files (may be the --in "
+                             "folder): labelsTr/<ID>.nii.gz from each study's structure set drawn on its PET "
+                             "series, or its SEG (read with highdicom) referencing its PET or CT series, matched "
+                             "by UIDs; a SEG is mapped nearest-neighbour onto the PET grid, a FRACTIONAL one "
+                             "keeps voxels of fraction >= 0.5. A study with both an RTSTRUCT and a SEG is "
+                             "refused: keep one."),
+    roi: str = typer.Option("lesion", "--roi", help="With --seg: include every RTSTRUCT ROI (ROIName) or SEG "
+                            "segment (SegmentLabel) whose name contains this, in any case (default: lesion)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Convert DICOM PET/CT studies to imagesTr/<ID>_0000.nii.gz (CT on the PET grid, HU) and
     <ID>_0001.nii.gz (PET in SUV body weight), with a manifest of weight, dose, times and decay;
-    with --seg also labelsTr/<ID>.nii.gz from RTSTRUCT contours (ROIs chosen by --roi)."""
+    with --seg also labelsTr/<ID>.nii.gz from RTSTRUCT contours or DICOM SEG segments (chosen by --roi)."""
     import json
 
     from lossbench.cli._common import err_console

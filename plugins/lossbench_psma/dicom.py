@@ -25,14 +25,30 @@ The CT (HU) is resampled onto the PET grid (linear, padding −1024 HU, as the r
 study: ``imagesTr/<ID>_0000.nii.gz`` (CT), ``<ID>_0001.nii.gz`` (PET, SUV) and ``manifest.json``
 (weight, dose, times, half-life, decay factor per study). The output folder appears only complete.
 
-Labels (``seg``: a folder of RTSTRUCT files, which may be ``--in`` itself): each study needs one
-RTSTRUCT of its ``StudyInstanceUID`` whose contours are drawn on its PET series (the referenced
-series, or the PET's frame of reference). The ROIs included are those whose ``ROIName`` contains
-``roi`` in any case (default ``lesion``: "Lesion 1", "bone_lesion", "LESION"; ``--roi`` changes it);
-their closed planar contours are filled on the PET slices (voxel centres inside the polygon, even-odd
-rule, holes as drawn) and united into ``labelsTr/<ID>.nii.gz`` (uint8 0/1, the PET's grid and header).
-A study without an RTSTRUCT, or without a matching ROI, is one line naming it and the ROI names it
-has. DICOM SEG is not read yet.
+Labels (``seg``: a folder of RTSTRUCT and/or DICOM SEG files, which may be ``--in`` itself), matched
+to each study by UIDs, never by file order:
+
+- RTSTRUCT: one of the study's ``StudyInstanceUID`` whose contours are drawn on its PET series (the
+  referenced series, or the PET's frame of reference). The ROIs included are those whose ``ROIName``
+  contains ``roi`` in any case (default ``lesion``: "Lesion 1", "bone_lesion", "LESION"; ``--roi``
+  changes it); their closed planar contours are filled on the PET slices (voxel centres inside the
+  polygon, even-odd rule, holes as drawn).
+- SEG (read with highdicom): one whose referenced series (``ReferencedSeriesSequence``) is the study's
+  PET or CT series (a SEG referencing no series: the PET's ``FrameOfReferenceUID``). The segments
+  included are those whose ``SegmentLabel`` contains ``roi`` in any case (the same rule). A BINARY or
+  LABELMAP segment is its set voxels; a FRACTIONAL one (probability or occupancy) its voxels of
+  fraction >= 0.5. The frames are placed by their plane positions (``ImagePositionPatient``), in any
+  order, slices without a frame empty, and mapped onto the PET grid nearest-neighbour (exact for a
+  SEG on the PET's grid; a SEG on the CT's grid is resampled). A segment wholly outside the PET's
+  field of view is refused.
+
+The included ROIs or segments are united into ``labelsTr/<ID>.nii.gz`` (uint8 0/1, the PET's grid and
+header); the manifest records per study ``label_from`` (RTSTRUCT or SEG), the file, the ROIs
+(``label_rois``) or segments (``label_segments``: number, label, voxels on the PET grid) and
+``label_voxels``. One line naming the study, and no output, when: it has neither label file; more than
+one RTSTRUCT, or more than one SEG, fits it; it has both an RTSTRUCT and a SEG (one rule, no silent
+choice: keep one of them in ``--seg``); a SEG of the study references a series that is not its PET or
+CT; no ROI or segment matches ``roi`` (the line lists the names there are).
 """
 
 from __future__ import annotations
@@ -47,10 +63,13 @@ from typing import Any
 
 from lossbench.errors import LossbenchError
 
-__all__ = ["DEFAULT_ROI", "convert", "suv_factor"]
+__all__ = ["DEFAULT_ROI", "FRACTION_INCLUDED", "convert", "suv_factor"]
 
-#: ROIs whose name contains this (any case) are the lesion label.
+#: ROIs (RTSTRUCT) or segments (SEG) whose name contains this (any case) are the lesion label.
 DEFAULT_ROI = "lesion"
+
+#: A voxel of a FRACTIONAL SEG segment is in the label when its fraction is at least this.
+FRACTION_INCLUDED = 0.5
 
 PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
 
@@ -172,12 +191,9 @@ def _volume(series: Series) -> Any:
     return image, slices[0]
 
 
-def _rtstruct_label(rtstructs: list[Path], pet: Series, pet_img: Any, roi: str, study: str) -> tuple[Any, list[str]]:
-    """The union of the matching ROIs' contours of the study's RTSTRUCT, filled on the PET grid."""
-    import numpy as np
+def _rtstructs_on(rtstructs: list[Path], pet: Series, study: str) -> list[tuple[Path, Any]]:
+    """The RTSTRUCT files of the study drawn on its PET series (referenced series or frame of reference)."""
     import pydicom
-    import SimpleITK as sitk
-    from matplotlib.path import Path as Polygon
 
     found = []
     for path in rtstructs:
@@ -190,10 +206,15 @@ def _rtstruct_label(rtstructs: list[Path], pet: Series, pet_img: Any, roi: str, 
                   if "FrameOfReferenceUID" in f}
         if pet.uid in refs or (not refs and str(getattr(pet.first, "FrameOfReferenceUID", "")) in frames):
             found.append((path, ds))
-    if len(found) != 1:
-        raise DicomError(f"study {study}: {len(found)} RTSTRUCT files drawn on its PET series {pet.uid} under "
-                         "--seg; exactly one is needed")
-    path, ds = found[0]
+    return found
+
+
+def _rtstruct_label(path: Path, ds: Any, pet_img: Any, roi: str, study: str) -> tuple[Any, dict[str, Any]]:
+    """The union of the matching ROIs' contours of the study's RTSTRUCT, filled on the PET grid."""
+    import numpy as np
+    import SimpleITK as sitk
+    from matplotlib.path import Path as Polygon
+
     names = {int(r.ROINumber): str(r.ROIName) for r in getattr(ds, "StructureSetROISequence", [])}
     chosen = {number for number, name in names.items() if roi.lower() in name.lower()}
     if not chosen:
@@ -217,7 +238,143 @@ def _rtstruct_label(rtstructs: list[Path], pet: Series, pet_img: Any, roi: str, 
             mask[k] ^= inside  # even-odd: a contour inside another is a hole
     label = sitk.GetImageFromArray(mask)
     label.CopyInformation(pet_img)
-    return label, sorted(names[n] for n in chosen)
+    return label, {"label_from": "RTSTRUCT", "label_file": path.name, "label_rois": sorted(names[n] for n in chosen),
+                   "label_voxels": int(mask.sum())}
+
+
+@dataclasses.dataclass
+class SegRef:
+    """What matching needs of one DICOM SEG file (read by highdicom)."""
+
+    path: Path
+    study: str
+    series: set[str]  # the referenced (source) series
+    frame: str  # FrameOfReferenceUID
+
+
+def _highdicom() -> Any:
+    try:
+        import highdicom
+    except ImportError as exc:
+        raise LossbenchError("reading DICOM SEG labels needs highdicom: pip install 'lossbench[dicom]'") from exc
+    return highdicom
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+#: What highdicom raises on a file it cannot read as a Segmentation, or frames that are no volume.
+_HD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, RuntimeError, OSError)
+
+
+def _seg_refs(files: list[Path]) -> list[SegRef]:
+    """Study, referenced series and frame of reference of each SEG file (frames not read yet)."""
+    if not files:
+        return []  # highdicom is needed only when there is a SEG
+    hd = _highdicom()
+    refs = []
+    for path in files:
+        try:
+            seg = hd.seg.segread(path, lazy_frame_retrieval=True)
+            series = {str(uids[1]) for uids in seg.get_source_image_uids()}
+        except _HD_ERRORS as exc:
+            raise DicomError(f"SEG {path} under --seg cannot be read by highdicom: {_one_line(exc)}") from exc
+        refs.append(SegRef(path, str(getattr(seg, "StudyInstanceUID", "")), series,
+                           str(getattr(seg, "FrameOfReferenceUID", "") or "")))
+    return refs
+
+
+def _segs_on(segs: list[SegRef], pet: Series, ct: Series, study: str) -> tuple[list[tuple[SegRef, Series]], list[SegRef]]:
+    """The SEG files referencing the study's PET or CT series (or, referencing none, the PET's frame of
+    reference), each with that series; and the other SEG files of the study (they reference other series)."""
+    pet_frame = str(getattr(pet.first, "FrameOfReferenceUID", "") or "")
+    found, foreign = [], []
+    for ref in segs:
+        on = pet if pet.uid in ref.series else ct if ct.uid in ref.series else None
+        if on is None and not ref.series and ref.frame and ref.frame == pet_frame:
+            on = pet
+        if on is not None:
+            frame = str(getattr(on.first, "FrameOfReferenceUID", "") or "")
+            if ref.frame and frame and ref.frame != frame:
+                raise DicomError(f"study {study}: SEG {ref.path.name} references its {on.modality} series {on.uid} "
+                                 f"but has another FrameOfReferenceUID ({ref.frame}, the series has {frame})")
+            found.append((ref, on))
+        elif ref.study == study:
+            foreign.append(ref)
+    return found, foreign
+
+
+def _seg_label(ref: SegRef, on: Series, pet_img: Any, roi: str, study: str) -> tuple[Any, dict[str, Any]]:
+    """The union of the SEG's segments whose label contains ``roi``, placed by the frames' plane positions
+    and mapped nearest-neighbour onto the PET grid (FRACTIONAL: fraction >= 0.5)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    hd = _highdicom()
+    name = ref.path.name
+    try:
+        seg = hd.seg.segread(ref.path)
+        labels = {int(n): str(seg.get_segment_description(n).segment_label) for n in seg.segment_numbers}
+        kind = seg.segmentation_type.value
+    except _HD_ERRORS as exc:
+        raise DicomError(f"study {study}: SEG {name} cannot be read by highdicom: {_one_line(exc)}") from exc
+    chosen = [n for n, label in sorted(labels.items()) if roi.lower() in label.lower()]
+    if not chosen:
+        raise DicomError(f"study {study}: no segment label in SEG {name} contains {roi!r} (any case); segments: "
+                         f"{', '.join(sorted(labels.values())) or 'none'}; choose them with --roi")
+    try:
+        volume = seg.get_volume(segment_numbers=chosen, combine_segments=False, rescale_fractional=True)
+    except _HD_ERRORS as exc:
+        raise DicomError(f"study {study}: the frames of SEG {name} do not form a regular 3D volume "
+                         f"({_one_line(exc)})") from exc
+    mask = np.zeros(pet_img.GetSize()[::-1], np.uint8)  # (z, y, x)
+    segments = []
+    for number in chosen:
+        values = volume.get_channel(ReferencedSegmentNumber=number).array  # (slice, row, column) of the SEG
+        inside = (values >= FRACTION_INCLUDED) if kind == "FRACTIONAL" else (values > 0)
+        image = sitk.GetImageFromArray(inside.astype(np.uint8).transpose(2, 1, 0))  # sitk x = the SEG's axis 0
+        image.SetSpacing(tuple(float(x) for x in volume.spacing))
+        image.SetOrigin(tuple(float(x) for x in volume.position))
+        image.SetDirection(tuple(float(x) for x in np.asarray(volume.direction).ravel()))
+        on_pet = sitk.GetArrayFromImage(sitk.Resample(image, pet_img, sitk.Transform(), sitk.sitkNearestNeighbor,
+                                                      0, sitk.sitkUInt8))
+        if inside.any() and not on_pet.any():
+            raise DicomError(f"study {study}: segment {labels[number]!r} of SEG {name} lies outside the PET's field "
+                             "of view")
+        segments.append({"number": number, "label": labels[number], "voxels": int(on_pet.sum())})
+        mask |= on_pet
+    label = sitk.GetImageFromArray(mask)
+    label.CopyInformation(pet_img)
+    return label, {"label_from": "SEG", "label_file": name, "label_series": on.uid, "label_series_modality": on.modality,
+                   "label_seg_type": kind, "label_segments": segments, "label_voxels": int(mask.sum())}
+
+
+def _label(rtstructs: list[Path], segs: list[SegRef], pet: Series, ct: Series, pet_img: Any, roi: str,
+           study: str) -> tuple[Any, dict[str, Any]]:
+    """The study's label from its one RTSTRUCT or its one SEG under --seg (both: refused)."""
+    on_rt = _rtstructs_on(rtstructs, pet, study)
+    on_seg, foreign = _segs_on(segs, pet, ct, study)
+    if on_rt and on_seg:
+        raise DicomError(f"study {study}: both RTSTRUCT {on_rt[0][0].name} and SEG {on_seg[0][0].path.name} under "
+                         "--seg label it; keep one of them in the --seg folder")
+    if len(on_rt) > 1:
+        raise DicomError(f"study {study}: {len(on_rt)} RTSTRUCT files drawn on its PET series {pet.uid} under "
+                         "--seg; exactly one is needed")
+    if len(on_seg) > 1:
+        raise DicomError(f"study {study}: {len(on_seg)} SEG files under --seg reference its PET or CT series ("
+                         f"{', '.join(sorted(ref.path.name for ref, _ in on_seg))}); exactly one is needed")
+    if on_rt:
+        return _rtstruct_label(*on_rt[0], pet_img, roi, study)
+    if on_seg:
+        return _seg_label(*on_seg[0], pet_img, roi, study)
+    if foreign:
+        ref = foreign[0]
+        raise DicomError(f"study {study}: SEG {ref.path.name} references series "
+                         f"{', '.join(sorted(ref.series)) or '(none)'}, which is not its PET series {pet.uid} or CT "
+                         f"series {ct.uid} under --in")
+    raise DicomError(f"study {study}: no RTSTRUCT drawn on its PET series {pet.uid} and no SEG of its PET or CT "
+                     "series under --seg; exactly one is needed")
 
 
 def _case_id(ds: Any, id_from: str, study: str) -> str:
@@ -230,8 +387,8 @@ def _case_id(ds: Any, id_from: str, study: str) -> str:
 def convert(src: Path, out: Path, *, id_from: str = "PatientID", overwrite: bool = False,
             progress: Callable[[str], None] | None = None, seg: Path | None = None,
             roi: str = DEFAULT_ROI) -> dict[str, Any]:
-    """Convert every PET/CT study under ``src`` (and its RTSTRUCT labels under ``seg``, ROIs whose name
-    contains ``roi``); returns the manifest (also ``out/manifest.json``)."""
+    """Convert every PET/CT study under ``src`` (and its RTSTRUCT or SEG label under ``seg``: the ROIs or
+    segments whose name contains ``roi``); returns the manifest (also ``out/manifest.json``)."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -250,16 +407,19 @@ def convert(src: Path, out: Path, *, id_from: str = "PatientID", overwrite: bool
     if seg is not None and not Path(seg).is_dir():
         raise LossbenchError(f"--seg {seg} is not a folder")
     if seg is not None and not roi.strip():
-        raise LossbenchError("--roi is empty; give part of the ROI names to include, e.g. lesion")
+        raise LossbenchError("--roi is empty; give part of the ROI or segment names to include, e.g. lesion")
     check(out)
     studies = _scan(src)
-    rtstructs = ([f for series in (_scan(Path(seg)) if Path(seg) != src else studies).values()
-                  for s in series.values() if s.modality == "RTSTRUCT" for f in s.files] if seg is not None else [])
     if not studies:
         raise LossbenchError(f"no DICOM files under {src}")
+    label_series = ([s for series in (_scan(Path(seg)) if Path(seg) != src else studies).values()
+                     for s in series.values()] if seg is not None else [])
+    rtstructs = [f for s in label_series if s.modality == "RTSTRUCT" for f in s.files]
+    segs = _seg_refs([f for s in label_series if s.modality == "SEG" for f in s.files])
     manifest: dict[str, Any] = {"source": str(src.resolve()), "id_from": id_from, "studies": []}
     if seg is not None:
-        manifest["labels"] = {"from": "RTSTRUCT", "seg": str(Path(seg).resolve()), "roi_contains": roi}
+        manifest["labels"] = {"from": "RTSTRUCT or SEG", "seg": str(Path(seg).resolve()), "roi_contains": roi,
+                              "seg_fraction_included": FRACTION_INCLUDED}
     with atomic_folder(out, check=check) as tmp:
         (tmp / "imagesTr").mkdir()
         seen: dict[str, str] = {}
@@ -288,15 +448,16 @@ def convert(src: Path, out: Path, *, id_from: str = "PatientID", overwrite: bool
             sitk.WriteImage(suv, str(tmp / "imagesTr" / f"{case}_0001.nii.gz"))
             label_facts: dict[str, Any] = {}
             if seg is not None:
-                label, rois = _rtstruct_label(rtstructs, pets[0], suv, roi, study_uid)
+                label, label_facts = _label(rtstructs, segs, pets[0], cts[0], suv, roi, study_uid)
                 (tmp / "labelsTr").mkdir(exist_ok=True)
                 sitk.WriteImage(label, str(tmp / "labelsTr" / f"{case}.nii.gz"))
-                label_facts = {"label_rois": rois, "label_voxels": int(np.sum(sitk.GetArrayViewFromImage(label)))}
             manifest["studies"].append({
                 "id": case, "study": study_uid, "pet_series": pets[0].uid, "ct_series": cts[0].uid,
                 "pet_slices": len(pets[0].files), "ct_slices": len(cts[0].files),
                 "pet_shape": list(suv.GetSize()), "pet_spacing_mm": list(suv.GetSpacing()),
                 "suv_max": float(np.max(sitk.GetArrayViewFromImage(suv))), **facts, **label_facts,
             })
+        if seg is not None and manifest["studies"]:  # what the labels came from: RTSTRUCT, SEG or RTSTRUCT+SEG
+            manifest["labels"]["from"] = "+".join(sorted({s["label_from"] for s in manifest["studies"]}))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
