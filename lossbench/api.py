@@ -90,6 +90,7 @@ def run(
     lr: float | None = None,
     val_every: int | None = None,
     spacing: str | float | None = None,
+    nproc: int | None = None,
     settings: Mapping[str, Any] | Sequence[str] | None = None,
     loss_params: Mapping[str, Any] | Sequence[str] | None = None,
     net_params: Mapping[str, Any] | Sequence[str] | None = None,
@@ -133,7 +134,7 @@ def run(
         loss_param=_assignments(loss_params), net_param=_assignments(net_params),
         data_param=_assignments(data_params),
         train=_settings(settings, epochs=epochs, patch=None if patch is None else str(patch), batch=batch, lr=lr,
-                        val_every=val_every, spacing=None if spacing is None else str(spacing)),
+                        val_every=val_every, spacing=None if spacing is None else str(spacing), nproc=nproc),
     )
     from lossbench.engine import CellAlreadyFinished, finished_result, prepare, resolve_device, run_cell
 
@@ -149,10 +150,19 @@ def run(
             on_start(run_id, resumed)
 
     try:
-        result = run_cell(
-            prepared, tracking_uri=tracking_uri, experiment=experiment, device=device, resume=resume, force=force,
-            progress=progress, extra_params=extra_params, parent_run_id=parent_run_id, on_start=started_run,
-        )
+        if cfg.nproc > 1:  # DDP under torchrun: rank 0 shows its own progress and reports back
+            from lossbench.distributed import launch
+
+            if progress is not None:
+                progress.stop()
+            result = launch(prepared, tracking_uri=tracking_uri, experiment=experiment, device=device, resume=resume,
+                            force=force, parent_run_id=parent_run_id, extra_params=extra_params)
+        else:
+            result = run_cell(
+                prepared, tracking_uri=tracking_uri, experiment=experiment, device=device, resume=resume,
+                force=force, progress=progress, extra_params=extra_params, parent_run_id=parent_run_id,
+                on_start=started_run,
+            )
     except CellAlreadyFinished as done:
         result = finished_result(tracking_uri, experiment, done.run_id)
     except LossbenchError:

@@ -345,62 +345,97 @@ class Cell:
     """One cell's training, validation, inference and evaluation."""
 
     def __init__(self, prepared: Prepared, tracker: Any, device: Any, *, progress: Any = None,
-                 fail_at_epoch: int | None = None) -> None:
+                 fail_at_epoch: int | None = None, group: Any = None) -> None:
+        from lossbench.distributed import SINGLE
+
         self.prepared = prepared
         self.config = prepared.config
-        self.tracker = tracker
+        self.tracker = tracker  # None on the ranks other than 0 of a DDP cell: they log nothing
         self.device = device
-        self.progress = progress
+        self.group = group if group is not None else SINGLE
+        self.main = self.group.is_main
+        self.progress = progress if self.main else None
         self.fail_at_epoch = fail_at_epoch
         self.folder = paths.checkpoints_dir() / prepared.identity
-        self.timings = {"data": 0.0, "compute": 0.0, "validation": 0.0, "logging": 0.0, "checkpoint": 0.0}
+        self.timings = {"data": 0.0, "compute": 0.0, "validation": 0.0, "logging": 0.0, "checkpoint": 0.0,
+                        "test": 0.0}
+        self.counts = {"steps": 0, "validated_cases": 0}
 
     # building blocks -----------------------------------------------------------------------
     def _build(self) -> None:
         import torch
 
         reg = self.prepared.registry
-        seed_everything(self.config.seed)
-        self.net = reg.build("network", self.config.network, self.config.network_params,
+        c = self.config
+        seed_everything(c.seed)
+        self.net = reg.build("network", c.network, c.network_params,
                              in_channels=self.prepared.dataset.in_channels, out_channels=self.prepared.dataset.num_classes,
                              spatial_dims=3).to(self.device)
-        self.loss = reg.build("loss", self.config.loss, self.config.loss_params).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        self.scheduler = lr_schedule(self.optimizer, self.config.epochs, self.config.warmup_epochs)
-        self.use_amp = bool(self.config.amp and self.device.type == "cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if c.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last_3d)
+        if self.device.type == "cuda" and c.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        self.model = self.net  # what training calls: DDP's wrapper and/or torch.compile's around the network
+        if self.group.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.net, device_ids=ids)
+        if c.compile:
+            self.model = torch.compile(self.model)
+        self.loss = reg.build("loss", c.loss, c.loss_params).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.scheduler = lr_schedule(self.optimizer, c.epochs, c.warmup_epochs)
+        self.use_amp = bool(c.amp and self.device.type == "cuda")
+        self.amp_dtype = torch.bfloat16 if c.amp_dtype == "bfloat16" else torch.float16
+        # bfloat16 has float32's range: no loss scaling (the scaler is then a pass-through)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
     def _data(self) -> None:
-        from monai.data import CacheDataset
+        from lossbench.loading import CellDataset, EpochSampler, resolve_workers, train_loader
 
         ds = self.prepared.dataset
-        self.train_tf = ds.transforms("train", patch=self.config.patch, spacing=self.config.spacing,
-                                      pos_neg=self.config.pos_neg, affine_prob=self.config.affine_prob,
-                                      num_samples=self.config.num_samples)
-        self.val_tf = ds.transforms("val", spacing=self.config.spacing)
-        train_cases = ds.cases_by_id(self.prepared.train_ids)
-        val_cases = ds.cases_by_id(self.prepared.val_ids)
-        self.train_ds = CacheDataset(ds.data_dicts(train_cases), self.train_tf, cache_rate=self.config.cache_rate,
-                                     num_workers=0, progress=False)
-        self.val_ds = CacheDataset(ds.data_dicts(val_cases), self.val_tf, cache_rate=self.config.cache_rate,
-                                   num_workers=0, progress=False)
+        c = self.config
+        self.train_tf = ds.transforms("train", patch=c.patch, spacing=c.spacing, pos_neg=c.pos_neg,
+                                      affine_prob=c.affine_prob, num_samples=c.num_samples)
+        self.val_tf = ds.transforms("val", spacing=c.spacing)
+        # validation is sharded: rank r of w validates every w-th case, and the Dice sums are all-reduced
+        val_ids = self.prepared.val_ids[self.group.rank::self.group.world]
+        self.train_ds = CellDataset(ds.data_dicts(ds.cases_by_id(self.prepared.train_ids)), self.train_tf,
+                                    seed=c.seed, cache_rate=c.cache_rate, store=self._store("train"))
+        self.val_ds = CellDataset(ds.data_dicts(ds.cases_by_id(val_ids)), self.val_tf, seed=c.seed,
+                                  cache_rate=c.cache_rate, store=self._store("val"))
+        self.workers = resolve_workers(c.workers, self.device.type, c.nproc)
+        self.sampler = EpochSampler(len(self.train_ds), c.seed, rank=self.group.rank, world=self.group.world)
+        self.loader = train_loader(self.train_ds, self.sampler, batch_size=c.batch, workers=self.workers,
+                                   pin_memory=self.device.type == "cuda")
+
+    def _store(self, stage: str) -> Any:
+        """The disk store of this stage's preprocessed cases (``disk_cache``), shared by every cell with
+        the same dataset, parameters, spacing and code."""
+        if not self.config.disk_cache:
+            return None
+        import monai
+        import torch
+
+        from lossbench.loading import PreprocessedStore
+
+        c = self.config
+        return PreprocessedStore(paths.cache_dir() / "preprocessed", {
+            "dataset": c.dataset, "dataset_params": c.dataset_params, "stage": stage, "spacing": c.spacing,
+            "code": self.prepared.code, "monai": monai.__version__, "torch": torch.__version__})
 
     def _loader(self, epoch: int) -> Any:
-        import torch
-        from monai.data import DataLoader
-
-        seed = epoch_seed(self.config.seed, epoch)
-        seed_everything(seed)
-        self.train_tf.set_random_state(seed=seed)
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(self.train_ds, batch_size=self.config.batch, shuffle=True, num_workers=0,
-                          generator=generator, drop_last=False)
+        # the network's randomness (dropout) from (seed, epoch); the patches' from (seed, epoch, case)
+        seed_everything(epoch_seed(self.config.seed, epoch))
+        self.sampler.set_epoch(epoch)
+        return self.loader
 
     def _infer(self, image: Any) -> Any:
         import torch
         from monai.inferers import sliding_window_inference
 
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             return sliding_window_inference(
                 image.to(self.device), roi_size=self.config.patch, sw_batch_size=self.config.sw_batch_size,
                 predictor=self.net, overlap=self.config.overlap, mode="constant",
@@ -471,7 +506,8 @@ class Cell:
             best, history = state["best"], state["history"]
             start_epoch = state["epoch"] + 1
             resumed_from = state["epoch"]
-            self._log_unlogged_epochs(run_id, history)
+            if self.main:
+                self._log_unlogged_epochs(run_id, history)
 
         # An epoch's metrics go to MLflow only after the checkpoint that contains it is written:
         # a kill before the checkpoint re-runs the epoch and logs it then, a kill after it is made
@@ -498,7 +534,7 @@ class Cell:
             metrics["epoch_seconds"] = time.perf_counter() - t_epoch
             history.append({"epoch": epoch, **metrics})
             pending.append((epoch, metrics))
-            if "val_dice" in metrics:
+            if "val_dice" in metrics and self.main:  # rank 0 alone writes checkpoints and talks to MLflow
                 t0 = time.perf_counter()
                 atomic_torch_save(self._state(epoch, best, history, run_id), self.folder / STATE_FILE)
                 self.timings["checkpoint"] += time.perf_counter() - t0
@@ -513,14 +549,18 @@ class Cell:
                           f"checkpoint saved")
             self._advance(epochs_task)
         self._remove(epochs_task)
+        if not self.main:  # the other ranks of a DDP cell are done: rank 0 alone tests and logs
+            return None
 
         if best["model"] is None:  # no validation case had a lesion: keep the last model
             best = {"epoch": self.config.epochs - 1, "dice": float("nan"),
                     "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
         self.net.load_state_dict(best["model"])
         kill_point("before-test")
+        t0 = time.perf_counter()
         summary = self._test_and_log(run_id, best)
-        summary.update({f"time_{k}_seconds": v for k, v in self.timings.items()})
+        self.timings["test"] += time.perf_counter() - t0
+        summary.update(self._cost_metrics())
         # log_metrics_once: a re-run after a kill that came after this line logs nothing twice
         self.tracker.log_metrics_once(run_id, summary, step=self.config.epochs)
         return CellResult(
@@ -528,6 +568,24 @@ class Cell:
             tracking_uri=self.tracker.shown_uri, experiment=self.tracker.experiment,
             run_url=self.tracker.run_url(run_id), resumed_from=resumed_from,
         )
+
+    def _cost_metrics(self) -> dict[str, float]:
+        """Where the cell's time went (seconds per part, summed over the epochs this process ran), the
+        optimiser steps and validated cases behind them, the loader workers and, on CUDA, the peak memory."""
+        import torch
+
+        out = {f"time_{k}_seconds": v for k, v in self.timings.items()}
+        out["steps"] = float(self.counts["steps"])
+        out["loader_workers"] = float(self.workers)
+        stores = [d.store for d in (self.train_ds, self.val_ds) if d.store is not None]
+        if stores:  # preprocessed cases read from the disk cache, and computed (then stored) by this cell
+            out["preprocessed_cases_read"] = float(sum(s.hits for s in stores))
+            out["preprocessed_cases_computed"] = float(sum(s.misses for s in stores))
+        if self.counts["validated_cases"]:
+            out["time_validation_seconds_per_case"] = self.timings["validation"] / self.counts["validated_cases"]
+        if self.device.type == "cuda":
+            out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return out
 
     def _log_unlogged_epochs(self, run_id: str, history: list[dict[str, float]]) -> None:
         """Log the checkpointed epochs that MLflow lacks (the process was killed between writing the
@@ -547,15 +605,18 @@ class Cell:
         loader = self._loader(epoch)
         task = self._task(f"epoch {epoch + 1}/{self.config.epochs}", total=len(loader))
         losses = []
+        pinned = self.device.type == "cuda"
         t_data = time.perf_counter()
         for batch in loader:
-            image = batch[self.prepared.dataset.image_key].to(self.device)
-            label = batch[self.prepared.dataset.label_key].to(self.device).long()
+            image = batch[self.prepared.dataset.image_key].to(self.device, non_blocking=pinned)
+            label = batch[self.prepared.dataset.label_key].to(self.device, non_blocking=pinned).long()
+            if self.config.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last_3d)
             t_compute = time.perf_counter()
             self.timings["data"] += t_compute - t_data
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                logits = self.net(image)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits = self.model(image)
             value = self.loss(logits.float(), label)
             if not torch.isfinite(value):
                 raise LossbenchError(
@@ -565,31 +626,43 @@ class Cell:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             losses.append(value.item())
+            self.counts["steps"] += 1
             t_data = time.perf_counter()
             self.timings["compute"] += t_data - t_compute
             self._advance(task)
         self._remove(task)
-        return {"train_loss": sum(losses) / max(len(losses), 1), "lr": self.optimizer.param_groups[0]["lr"]}
+        # the mean over every rank's steps (one all-reduce per epoch; a single process: its own mean)
+        total, steps = self.group.all_sum([sum(losses), float(len(losses))])
+        return {"train_loss": total / max(steps, 1.0), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def _validate(self) -> float:
+        """Mean Dice over the validation cases with a lesion (MONAI's DiceMetric, ``ignore_empty``); under
+        DDP each rank validates its share and the sums are all-reduced, so every rank gets the same value."""
         import torch
         from monai.metrics import DiceMetric
         from monai.networks import one_hot
 
         self.net.eval()
-        metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=True)
+        metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
         task = self._task("validation", total=len(self.val_ds))
-        for item in self.val_ds:
+        total, counted = 0.0, 0.0
+        for index in range(len(self.val_ds)):
+            item = self.val_ds[index]
             image = item[self.prepared.dataset.image_key][None]
             label = torch.as_tensor(item[self.prepared.dataset.label_key])[None].long()
             logits = self._infer(image).cpu()
             pred = one_hot(torch.argmax(logits, dim=1, keepdim=True), num_classes=logits.shape[1])
-            metric(y_pred=pred, y=one_hot(label, num_classes=logits.shape[1]))
+            values = metric(y_pred=pred, y=one_hot(label, num_classes=logits.shape[1]))
+            finite = values[torch.isfinite(values)]
+            if finite.numel():  # MONAI's "mean": over the classes with a lesion, then over the cases
+                total += float(finite.mean())
+                counted += 1.0
+            self.counts["validated_cases"] += 1
             self._advance(task)
         self._remove(task)
-        value = metric.aggregate().item()
+        total, counted = self.group.all_sum([total, counted])
         self.net.train()
-        return float(value)
+        return total / counted if counted else float("nan")
 
     def _test_and_log(self, run_id: str, best: dict[str, Any]) -> dict[str, float]:
         import nibabel as nib
@@ -684,6 +757,8 @@ class Cell:
 
         from lossbench import __version__
 
+        if self.tracker.run(run_id).tags.get("lossbench.model_uri"):
+            return  # a run resumed after its model was logged (killed before it finished): one model per run
         try:
             net = copy.deepcopy(self.net).cpu().eval()
             uri = self.tracker.log_pytorch_model(
@@ -756,8 +831,13 @@ def run_cell(
     progress: Any = None,
     extra_params: dict[str, Any] | None = None,
     on_start: Callable[[str, bool], None] | None = None,
+    group: Any = None,
 ) -> CellResult:
-    """Train and evaluate one prepared cell, logging to MLflow; resume or skip as the store says."""
+    """Train and evaluate one prepared cell, logging to MLflow; resume or skip as the store says.
+
+    ``group`` is rank 0's :class:`lossbench.distributed.Group` in a DDP cell: once the run and the
+    checkpoint to resume from are settled, the other ranks are told (and start training with it).
+    """
     from lossbench.tracking import CELL_TAG, KIND_TAG, Tracker, check_experiment_name
 
     torch_device = resolve_device(device)
@@ -768,7 +848,8 @@ def run_cell(
     # the lock first: a second process of this cell stops here, before it touches the store
     with cell_lock(folder):
         tracker = Tracker(tracking_uri, experiment)
-        cell = Cell(prepared, tracker, torch_device, progress=progress, fail_at_epoch=fail_at)
+        cell = Cell(prepared, tracker, torch_device if group is None else group.device, progress=progress,
+                    fail_at_epoch=fail_at, group=group)
         newest = tracker.latest_cell_run(prepared.identity)
         if newest is not None and newest.finished and not force:
             raise CellAlreadyFinished(newest.id)
@@ -801,6 +882,8 @@ def run_cell(
                 tracker.log_params(run_id, params)  # only the params the run lacks
             if on_start is not None:
                 on_start(run_id, state is not None)
+            if group is not None:
+                group.announce({"run_id": run_id, "resume_epoch": None if state is None else int(state["epoch"])})
             result = cell.run(run_id, state)
         except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -240,6 +240,8 @@ def _run_cells(tracker: Any, exe: Any, result: MatrixResult, *, shared: dict[str
             tracker.set_parent(job.run_id, parent_id)
 
     pending = [j for j in job_list if j.status == "pending"]
+    if job_list:  # every cell shares the budget, nproc included
+        exe.processes_per_cell(job_list[0].config.nproc)
     parallel = exe.parallelism(len(pending))
     note(f"matrix {mid}: {len(job_list)} cells, {len(job_list) - len(pending)} already finished, "
          f"{len(pending)} to run{f' on {exe.describe()}, {parallel} at a time' if pending else ''}; logs in {work}")

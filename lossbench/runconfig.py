@@ -25,7 +25,25 @@ from lossbench.errors import ConfigError, ParameterError
 TRAIN_FIELDS = (
     "epochs", "patch", "batch", "lr", "weight_decay", "val_every", "spacing",
     "pos_neg", "sw_batch_size", "overlap", "amp", "affine_prob", "cache_rate", "num_samples", "warmup_epochs",
+    "amp_dtype", "nproc", "workers", "disk_cache", "channels_last", "compile", "cudnn_benchmark",
 )
+
+#: Settings that change how fast a cell runs, not what it computes: logged with the run, left out of
+#: its identity (a cell re-run with more loader workers resumes or skips the same run). Loader
+#: workers draw every patch from its own ``(seed, epoch, index)`` stream, so their number cannot
+#: change a result; channels-last, ``torch.compile`` and cuDNN autotuning change the order of
+#: floating-point operations only.
+EXECUTION_FIELDS = ("workers", "disk_cache", "channels_last", "compile", "cudnn_benchmark")
+
+#: The choices of the settings that take a word.
+AMP_DTYPES = ("float16", "bfloat16")
+
+#: Both presets: one process, loader workers chosen from the device and the cores (``auto``: 0 on a
+#: CPU with up to 4 cores, where workers would take cores from the network), preprocessed volumes
+#: cached on disk for every cell that shares them, and no speed switch that has not been measured
+#: on a GPU (benchmarks/gpu_pipeline.py measures them).
+_RUNTIME: dict[str, Any] = {"nproc": 1, "workers": "auto", "disk_cache": True, "channels_last": False,
+                            "compile": False, "cudnn_benchmark": False}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # PAPER.md §4-5: AdamW 2e-4 / 1e-5, cosine over the epochs, batch 4, 128³ patches at 2 mm,
@@ -36,7 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 1000, "patch": (128, 128, 128), "batch": 4, "lr": 2e-4, "weight_decay": 1e-5,
         "val_every": 2, "spacing": (2.0, 2.0, 2.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
         "overlap": 0.25, "amp": True, "affine_prob": 0.5, "cache_rate": 1.0, "num_samples": 1,
-        "warmup_epochs": 0,
+        "warmup_epochs": 0, "amp_dtype": "float16", **_RUNTIME,
     },
     # A few minutes on 2 CPU cores on the default synthetic cohort: 4 mm voxels, 48³ patches, two
     # patches per volume and step, a larger learning rate after a 2-epoch warm-up, six validation
@@ -46,7 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 30, "patch": (48, 48, 48), "batch": 2, "lr": 2e-3, "weight_decay": 1e-5,
         "val_every": 5, "spacing": (4.0, 4.0, 4.0), "pos_neg": (4.0, 1.0), "sw_batch_size": 4,
         "overlap": 0.25, "amp": False, "affine_prob": 0.5, "cache_rate": 1.0, "num_samples": 2,
-        "warmup_epochs": 2,
+        "warmup_epochs": 2, "amp_dtype": "float16", **_RUNTIME,
     },
 }
 
@@ -61,7 +79,15 @@ ALLOWED: dict[str, str] = {
     "pos_neg": "two numbers >= 0, not both 0, like 4:1",
     "num_samples": "an integer >= 1 (patches cropped per volume per step: a step holds batch × num_samples)",
     "warmup_epochs": "an integer >= 0 (linear learning-rate warm-up before the cosine decay)",
+    "amp_dtype": "float16 or bfloat16 (the autocast type on CUDA when amp is on; bfloat16 needs no loss scaling)",
+    "nproc": "an integer >= 1 (processes of one cell under torchrun, one per GPU; the effective batch is nproc × batch)",
+    "workers": "auto or an integer >= 0 (loader processes per training process; 0 loads on the training thread)",
+    "disk_cache": "true or false (preprocessed volumes cached on disk for every cell that shares them)",
+    "channels_last": "true or false (channels-last 3D memory format for the network and its input)",
+    "compile": "true or false (torch.compile the network)",
+    "cudnn_benchmark": "true or false (let cuDNN time its convolution algorithms; CUDA only)",
 }
+_BOOLEANS = ("amp", "disk_cache", "channels_last", "compile", "cudnn_benchmark")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -85,7 +111,22 @@ def _coerce_train(name: str, value: Any) -> Any:
         except (TypeError, ValueError):
             raise _bad(name, value) from None
         return (pos, neg)
-    if name == "amp":
+    if name == "amp_dtype":
+        word = str(value).strip().lower()
+        word = {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(word, word)
+        if word not in AMP_DTYPES:
+            raise _bad(name, value)
+        return word
+    if name == "workers":
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        except (TypeError, ValueError):
+            raise _bad(name, value) from None
+    if name in _BOOLEANS:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
@@ -104,6 +145,8 @@ def _coerce_train(name: str, value: Any) -> Any:
 @functools.cache
 def _train_model() -> Any:
     """The typed model of the training settings (pydantic, imported on first use: ``--help`` stays fast)."""
+    from typing import Literal
+
     from pydantic import BaseModel, ConfigDict, Field, field_validator
 
     positive = {"ge": 1}
@@ -117,6 +160,13 @@ def _train_model() -> Any:
         sw_batch_size: int = Field(**positive)
         num_samples: int = Field(**positive)
         warmup_epochs: int = Field(ge=0)
+        nproc: int = Field(**positive)
+        workers: int | Literal["auto"]
+        amp_dtype: Literal["float16", "bfloat16"]
+        disk_cache: bool
+        channels_last: bool
+        compile: bool
+        cudnn_benchmark: bool
         lr: float = Field(gt=0)
         weight_decay: float = Field(ge=0)
         overlap: float = Field(ge=0, lt=1)
@@ -126,6 +176,13 @@ def _train_model() -> Any:
         patch: tuple[int, int, int]
         spacing: tuple[float, float, float]
         pos_neg: tuple[float, float]
+
+        @field_validator("workers")
+        @classmethod
+        def _workers(cls, value: int | str) -> int | str:
+            if value != "auto" and value < 0:
+                raise ValueError("must be >= 0")
+            return value
 
         @field_validator("patch", "spacing")
         @classmethod
@@ -187,15 +244,33 @@ class RunConfig:
     cache_rate: float
     num_samples: int
     warmup_epochs: int
+    amp_dtype: str = "float16"
+    nproc: int = 1
+    workers: int | str = "auto"
+    disk_cache: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def identity(self, split_sha256: str, code_version: str) -> str:
         """A short stable hash of the settings, the split plan and the code version."""
-        payload = json.dumps({"config": self.as_dict(), "split": split_sha256, "code": code_version},
+        settings = {k: v for k, v in self.as_dict().items() if k not in EXECUTION_FIELDS}
+        payload = json.dumps({"config": settings, "split": split_sha256, "code": code_version},
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
+        """The config :meth:`as_dict` gave (e.g. read back from JSON: lists become tuples again)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(f"run config: unknown field(s) {', '.join(unknown)}")
+        tuples = ("patch", "spacing", "pos_neg")
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
 
     @property
     def name(self) -> str:

@@ -537,10 +537,16 @@ class Tracker:
         mlflow.set_experiment(experiment_id=self.experiment_id)  # the logged model's experiment
         # pickle: a MONAI network needs no input example (pt2 export does); lossbench itself reads the
         # weights from best_model.pt with torch.load(weights_only=True)
-        info = mlflow.pytorch.log_model(model, name=name, run_id=run_id, metadata=dict(metadata),
-                                        serialization_format="pickle",
-                                        extra_files=[str(p) for p in extra_files] or None,
-                                        pip_requirements=list(pip_requirements) or None)
+        logger = logging.getLogger("mlflow.pytorch")
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # its warning about pickle: chosen on purpose, said above
+        try:
+            info = mlflow.pytorch.log_model(model, name=name, run_id=run_id, metadata=dict(metadata),
+                                            serialization_format="pickle",
+                                            extra_files=[str(p) for p in extra_files] or None,
+                                            pip_requirements=list(pip_requirements) or None)
+        finally:
+            logger.setLevel(level)
         return info.model_uri
 
     # -- artifacts --------------------------------------------------------------------------

@@ -288,3 +288,25 @@ def test_the_cell_lock_names_the_host_of_its_holder(tmp_path):
                 pass
     with cell_lock(tmp_path):  # free again: taken, and the owner names this host
         assert (tmp_path / OWNER_FILE).read_text().split() == [os.uname().nodename, str(os.getpid())]
+
+
+def test_the_local_executor_gives_a_ddp_cell_one_gpu_per_process(monkeypatch, tmp_path):
+    """--nproc 2 on 4 GPUs: two cells at once, each with its own two devices; back in the pool when done."""
+    from lossbench.errors import LossbenchError
+    from lossbench.executors import CellTask
+    from lossbench.executors.local import LocalExecutor
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    exe = LocalExecutor(jobs=8)
+    exe.processes_per_cell(2)
+    assert exe.parallelism(5) == 2
+    tasks = [CellTask(name=f"c{i}", argv=("lossbench", "--version"), env={}, log=str(tmp_path / f"c{i}.log"))
+             for i in range(2)]
+    handles = [exe.submit(t) for t in tasks]
+    assert [h.gpu for h in handles] == ["0,1", "2,3"] and exe.free == []
+    done = []
+    while len(done) < 2:
+        done += exe.wait(handles, timeout=5)
+    assert sorted(exe.free) == ["0", "1", "2", "3"]
+    with pytest.raises(LossbenchError, match="--nproc 8: this machine has 4 GPU"):
+        LocalExecutor(jobs=1).processes_per_cell(8)

@@ -362,6 +362,9 @@ def test_each_epoch_once_in_mlflow_after_kills_at_the_worst_moments(cohort, tmp_
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1, 2], key
     for key in ("test_dice_mean", "best_epoch"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
+    # the model was logged before the kill: the re-run does not log a second one
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [m.source_run_id for m in models] == [run.info.run_id]
 
 
 def test_two_runs_of_one_cell_on_a_fresh_store(cohort, tmp_path):

@@ -35,6 +35,7 @@ def matrix(
     jobs: int = typer.Option(None, "--jobs", "-j", help="Cells run at once (local default 1, one GPU each; "
                              "ray/slurm: as many as the cluster takes)."),
     device: opts.Device = "auto",
+    nproc: opts.Nproc = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and their status; run nothing."),
     executor: str = typer.Option(None, "--executor", "-E", help="Where cells run: local (default), ray, slurm "
                                  "(see `lossbench list executors`)."),
@@ -66,7 +67,7 @@ def matrix(
 
         result = run_matrix(
             registry(), loss=loss or "", net=net or "", folds=folds, seeds=seeds, dataset=dataset, data=data,
-            preset=preset, train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr,
+            preset=preset, train=opts.train_settings(setting, epochs=epochs, patch=patch, batch=batch, lr=lr, nproc=nproc,
                                                      val_every=val_every, spacing=spacing),
             loss_param=loss_param, net_param=net_param, data_param=data_param, config=config, experiment=experiment,
             tracking_uri=tracking_uri, jobs=jobs, device=device, dry_run=dry_run, executor=executor,

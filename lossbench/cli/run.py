@@ -23,6 +23,7 @@ def run(
     val_every: opts.ValEvery = None,
     spacing: opts.Spacing = None,
     device: opts.Device = "auto",
+    nproc: opts.Nproc = None,
     setting: opts.Settings = [],
     loss_param: opts.LossParams = [],
     net_param: opts.NetParams = [],
@@ -64,7 +65,7 @@ def run(
         with progress_bar(out) as progress:
             result = api.run(
                 loss=loss, net=net, dataset=dataset, data=data, fold=fold, seed=seed, preset=preset, epochs=epochs,
-                patch=patch, batch=batch, lr=lr, val_every=val_every, spacing=spacing, settings=setting,
+                patch=patch, batch=batch, lr=lr, val_every=val_every, spacing=spacing, nproc=nproc, settings=setting,
                 loss_params=loss_param, net_params=net_param, data_params=data_param, config=config,
                 experiment=experiment, tracking_uri=tracking_uri, device=device, resume=resume, force=force,
                 progress=progress, on_prepared=on_prepared, on_start=on_start, extra_params={"malloc": malloc_note},

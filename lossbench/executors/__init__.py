@@ -96,6 +96,10 @@ class Executor:
         """How many of ``pending`` cells may run at once."""
         return pending
 
+    def processes_per_cell(self, nproc: int) -> None:
+        """The matrix's cells each run ``nproc`` DDP processes (``--nproc``): an executor that hands out
+        GPUs gives each cell that many. Called once, before :meth:`parallelism`."""
+
     def describe(self) -> str:
         return self.name
 

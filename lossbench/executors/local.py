@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbench.errors import LossbenchError
 from lossbench.executors import CellTask, Executor, Outcome, _this_attempt, cell_command, cell_env, classify
 
 
@@ -46,9 +47,16 @@ class LocalExecutor(Executor):
         self.jobs = jobs or 1
         self.gpus = gpu_slots()
         self.free = list(self.gpus)
+        self.per_cell = 1
+
+    def processes_per_cell(self, nproc: int) -> None:
+        if self.gpus and nproc > len(self.gpus):
+            raise LossbenchError(f"--nproc {nproc}: this machine has {len(self.gpus)} GPU(s) for the cells; "
+                                 f"use --nproc {len(self.gpus)} or fewer")
+        self.per_cell = max(1, int(nproc))
 
     def parallelism(self, pending: int) -> int:
-        slots = min(self.jobs, len(self.gpus)) if self.gpus else self.jobs
+        slots = min(self.jobs, len(self.gpus) // self.per_cell) if self.gpus else self.jobs
         return min(slots, pending)
 
     def describe(self) -> str:
@@ -60,7 +68,8 @@ class LocalExecutor(Executor):
         env = cell_env(task)
         gpu = None
         if self.gpus:
-            gpu = self.free.pop(0)
+            taken, self.free = self.free[:self.per_cell], self.free[self.per_cell:]
+            gpu = ",".join(taken)  # a DDP cell's processes: one GPU each
             env["CUDA_VISIBLE_DEVICES"] = gpu
         log = Path(task.log)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +86,7 @@ class LocalExecutor(Executor):
                 if code is None:
                     continue
                 if handle.gpu is not None:
-                    self.free.append(handle.gpu)
+                    self.free.extend(handle.gpu.split(","))
                     handle.gpu = None
                 outcome = classify(code, _this_attempt(Path(handle.task.log)), cancelled=handle.cancelled)
                 outcome.seconds = time.monotonic() - handle.started

@@ -95,6 +95,13 @@ class RayExecutor(Executor):
         slots = max(min(fits), 1) if fits else pending
         return max(min(slots, pending, self.jobs or pending), 1 if pending else 0)
 
+    def processes_per_cell(self, nproc: int) -> None:
+        if self.gpus_per_cell and nproc > self.gpus_per_cell:  # one GPU per DDP process
+            if nproc > self.cluster_gpus:
+                raise LossbenchError(f"--nproc {nproc}: the Ray cluster has {self.cluster_gpus:g} GPUs")
+            self.gpus_per_cell = float(nproc)
+            self._options["num_gpus"] = self.gpus_per_cell
+
     def describe(self) -> str:
         where = self.address or "a private instance"
         return (f"ray ({where}: {self.nodes} node{'s' if self.nodes != 1 else ''}, {self.cluster_gpus:g} GPUs, "

@@ -131,6 +131,11 @@ class SlurmExecutor(Executor):
             return min(1, pending)
         return min(self.jobs or pending, pending)
 
+    def processes_per_cell(self, nproc: int) -> None:
+        if self.gpus and nproc > self.gpus and self.cluster != "debug":  # one GPU per DDP process of the job
+            self.gpus = int(nproc)
+            self._executor.update_parameters(gpus_per_node=self.gpus)
+
     def describe(self) -> str:
         return f"slurm ({self.cluster}; {self.gpus} GPU per cell; jobs in {self.folder})"
 

@@ -20,6 +20,8 @@ L1DFL = Component(
         Param("smooth", float, 1e-8, "Smoothing s in the weighted Dice ratio."),
         Param("lambda_dice", float, 1.0, "Weight of the weighted Dice term."),
         Param("lambda_focal", float, 1.0, "Weight of the focal term."),
+        Param("global_histogram", bool, False, "Under DDP (--nproc > 1), pool the |p − y| histogram over every "
+              "rank's batch; false keeps each rank's own, as the reference on each GPU."),
     ),
     formula=(
         "p = softmax(logits), y = one-hot(target), g = |p − y| over every (b, c, voxel); N = number of g values\n"

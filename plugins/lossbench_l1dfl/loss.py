@@ -93,14 +93,25 @@ def bin_index(g: torch.Tensor, left_edges: torch.Tensor, epsilon: float | None =
     return idx
 
 
-def harmonising_weights(g: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """GHM weights β = N·w_k / n_k for the L1 errors ``g`` (any shape), without gradient."""
+def harmonising_weights(g: torch.Tensor, epsilon: float, global_histogram: bool = False) -> torch.Tensor:
+    """GHM weights β = N·w_k / n_k for the L1 errors ``g`` (any shape), without gradient.
+
+    ``global_histogram``: under DDP, N and the counts n_k are summed over every rank (one all-reduce
+    of K + 1 integers), so every rank weighs its voxels by the whole step's histogram; otherwise each
+    rank uses its own local batch's, as the reference did on each GPU.
+    """
     with torch.no_grad():
         left, width = bin_geometry(epsilon)
         idx = bin_index(g.detach().float(), left, epsilon)
         counts = torch.bincount(idx.view(-1), minlength=left.numel())  # int64, exact beyond 2**24
+        total = g.numel()
+        if global_histogram:
+            from lossbench.distributed import all_reduce_counts
+
+            pooled = all_reduce_counts(torch.cat([counts, counts.new_tensor([total])]))
+            counts, total = pooled[:-1], int(pooled[-1])
         # Only bins that hold values are ever looked up, so counts > 0 where used.
-        table = (g.numel() * width.to(g.device)) / counts.clamp(min=1).to(torch.float64)
+        table = (total * width.to(g.device)) / counts.clamp(min=1).to(torch.float64)
         return table.to(torch.float32)[idx]
 
 
@@ -112,6 +123,8 @@ class L1WeightedDiceFocalLoss(torch.nn.Module):
         gamma: focal exponent (2 in the study; 0 turns the focal term into cross-entropy).
         smooth: constant s in the weighted Dice ratio (1e-8 as in the reference).
         lambda_dice, lambda_focal: weights of the two terms (1 and 1 in the study).
+        global_histogram: under DDP, pool the |p − y| histogram over every rank's batch (the reference
+            pools each GPU's local batch alone, the default); without DDP it changes nothing.
 
     Call with ``logits[B, C, *spatial]`` and integer ``target[B, 1, *spatial]``; 2D and 3D.
     """
@@ -123,6 +136,7 @@ class L1WeightedDiceFocalLoss(torch.nn.Module):
         smooth: float = 1e-8,
         lambda_dice: float = 1.0,
         lambda_focal: float = 1.0,
+        global_histogram: bool = False,
     ) -> None:
         super().__init__()
         bin_geometry(epsilon)  # validates epsilon early
@@ -133,10 +147,11 @@ class L1WeightedDiceFocalLoss(torch.nn.Module):
         self.lambda_dice = float(lambda_dice)
         self.lambda_focal = float(lambda_focal)
         self.gamma = float(gamma)
+        self.global_histogram = bool(global_histogram)
 
     def weighted_dice(self, probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         """Per-(batch, channel) weighted Dice coefficients d[b, c]."""
-        beta = harmonising_weights((probs.detach() - onehot).abs_(), self.epsilon)
+        beta = harmonising_weights((probs.detach() - onehot).abs_(), self.epsilon, self.global_histogram)
         dims = tuple(range(2, probs.dim()))
         beta_y = beta * onehot  # y² = y for one-hot
         intersection = (beta_y * probs).sum(dim=dims)
