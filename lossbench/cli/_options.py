@@ -55,7 +55,7 @@ TrackingUri = Annotated[Optional[str], typer.Option(
     "credentials: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Nproc = Annotated[Optional[int], typer.Option(
-    "--nproc", min=1, help="Processes per cell under torchrun (DDP; one per GPU, gloo on CPU): a step then holds "
+    "--nproc", min=1, help="Processes per cell (PyTorch DDP; one per GPU, gloo on CPU): a step then holds "
     "nproc × batch patches, so nproc is part of the cell's identity (default: 1).")]
 
 
