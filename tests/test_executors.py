@@ -304,9 +304,10 @@ def test_the_local_executor_gives_a_ddp_cell_one_gpu_per_process(monkeypatch, tm
              for i in range(2)]
     handles = [exe.submit(t) for t in tasks]
     assert [h.gpu for h in handles] == ["0,1", "2,3"] and exe.free == []
-    done = []
-    while len(done) < 2:
-        done += exe.wait(handles, timeout=5)
+    running = list(handles)
+    while running:
+        finished = [h for h, _ in exe.wait(running, timeout=5)]
+        running = [h for h in running if h not in finished]
     assert sorted(exe.free) == ["0", "1", "2", "3"]
     with pytest.raises(LossbenchError, match="--nproc 8: this machine has 4 GPU"):
         LocalExecutor(jobs=1).processes_per_cell(8)
