@@ -533,8 +533,25 @@ class Tracker:
         import mlflow
         import mlflow.pytorch
 
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_experiment(experiment_id=self.experiment_id)  # the logged model's experiment
+        # mlflow.set_tracking_uri (and set_experiment) also write MLFLOW_TRACKING_URI (and the
+        # experiment's id) into os.environ: put them back after, or every later command of this process
+        # and every subprocess it starts would take this store for the user's choice
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
+        try:
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_experiment(experiment_id=self.experiment_id)  # the logged model's experiment
+            return self._log_model(mlflow, model, name=name, run_id=run_id, metadata=metadata,
+                                   extra_files=extra_files, pip_requirements=pip_requirements)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    @staticmethod
+    def _log_model(mlflow: Any, model: Any, *, name: str, run_id: str, metadata: Mapping[str, Any],
+                   extra_files: Iterable[Path | str], pip_requirements: Iterable[str]) -> str:
         # pickle: a MONAI network needs no input example (pt2 export does); lossbench itself reads the
         # weights from best_model.pt with torch.load(weights_only=True)
         logger = logging.getLogger("mlflow.pytorch")

@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def _isolated_home(tmp_path, monkeypatch):
     """Every test gets its own LOSSBENCH_HOME: nothing lands in ./lossbench-data, no cache is shared."""
     monkeypatch.setenv("LOSSBENCH_HOME", str(tmp_path / "lossbench-home"))
+    # No store or experiment from outside, and none left behind: mlflow.set_tracking_uri() (MLflow 3)
+    # also sets MLFLOW_TRACKING_URI in os.environ, which every later `lossbench` subprocess of this
+    # worker would honour. setenv then delenv: the variable is unset now and unset again afterwards.
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def lossbench_executable() -> str:

@@ -174,3 +174,20 @@ def test_python_api_mirrors_the_commands(trained, tmp_path, monkeypatch):
     assert (tmp_path / "cases_lesions.csv").exists()
     with pytest.raises(LossbenchError, match="--criterion must be 1, 2 or 3"):
         lossbench.evaluate(pred=tmp_path / "out", gt=cohort / "labelsTs", pet=cohort / "imagesTs", criterion=4)
+
+
+def test_logging_a_model_leaves_the_process_mlflow_variables_alone(trained, tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ: after lossbench.run logged its
+    model to an explicit store, the process (and what it starts next) still has the user's variables."""
+    import lossbench
+
+    monkeypatch.setenv("LOSSBENCH_HOME", str(tmp_path / "home"))
+    store = f"sqlite:///{tmp_path / 'explicit.db'}"
+    done = lossbench.run(data=trained["cohort"], loss="dl", net="attunet", fold=1, tracking_uri=store, epochs=1,
+                         val_every=1, patch=16, spacing=8, batch=2, settings={"sw_batch_size": 32},
+                         net_params={"channels": (4, 8, 16), "strides": (2, 2)}, data_params=["n_folds=2"])
+    assert done.status == "finished"
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(store).get_run(done.run_id).data.tags["lossbench.model_uri"].startswith("models:/")
+    assert not {"MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"} & set(os.environ)
