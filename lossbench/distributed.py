@@ -150,11 +150,12 @@ def _run_ranks(nproc: int, spec_path: Path, store: Path) -> int:
     """
     import time
 
+    from lossbench.loading import usable_cores
     from lossbench.processes import spawn, stop_group
 
     env = dict(os.environ)
     # each rank's share of the cores; loopback for gloo's sockets (NCCL's too, on one node)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // nproc)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // nproc)))
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env.setdefault("NCCL_SOCKET_IFNAME", "lo")
     env[STORE_ENV] = str(store)
@@ -197,12 +198,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _cores() -> int:
-    from lossbench.loading import usable_cores
-
-    return usable_cores()
 
 
 # -- the ranks' side ---------------------------------------------------------------------------------

@@ -396,14 +396,14 @@ class Cell:
 
         ds = self.prepared.dataset
         c = self.config
-        self.train_tf = ds.transforms("train", patch=c.patch, spacing=c.spacing, pos_neg=c.pos_neg,
-                                      affine_prob=c.affine_prob, num_samples=c.num_samples)
-        self.val_tf = ds.transforms("val", spacing=c.spacing)
+        train_tf = ds.transforms("train", patch=c.patch, spacing=c.spacing, pos_neg=c.pos_neg,
+                                 affine_prob=c.affine_prob, num_samples=c.num_samples)
+        val_tf = ds.transforms("val", spacing=c.spacing)
         # validation is sharded: rank r of w validates every w-th case, and the Dice sums are all-reduced
         val_ids = self.prepared.val_ids[self.group.rank::self.group.world]
-        self.train_ds = CellDataset(ds.data_dicts(ds.cases_by_id(self.prepared.train_ids)), self.train_tf,
+        self.train_ds = CellDataset(ds.data_dicts(ds.cases_by_id(self.prepared.train_ids)), train_tf,
                                     seed=c.seed, cache_rate=c.cache_rate, store=self._store("train"))
-        self.val_ds = CellDataset(ds.data_dicts(ds.cases_by_id(val_ids)), self.val_tf, seed=c.seed,
+        self.val_ds = CellDataset(ds.data_dicts(ds.cases_by_id(val_ids)), val_tf, seed=c.seed,
                                   cache_rate=c.cache_rate, store=self._store("val"))
         self.workers = resolve_workers(c.workers, self.device.type, c.nproc)
         self.sampler = EpochSampler(len(self.train_ds), c.seed, rank=self.group.rank, world=self.group.world)

@@ -110,6 +110,8 @@ class TrackingError(LossbenchError):
 def _quiet_mlflow() -> None:
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # its warning that the pickle format (chosen on purpose for the logged model) can run code on load
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # we print where to look ourselves
@@ -540,31 +542,19 @@ class Tracker:
         try:
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_experiment(experiment_id=self.experiment_id)  # the logged model's experiment
-            return self._log_model(mlflow, model, name=name, run_id=run_id, metadata=metadata,
-                                   extra_files=extra_files, pip_requirements=pip_requirements)
+            # pickle: a MONAI network needs no input example (pt2 export does); lossbench itself reads the
+            # weights from best_model.pt with torch.load(weights_only=True) (_quiet_mlflow mutes the warning)
+            info = mlflow.pytorch.log_model(model, name=name, run_id=run_id, metadata=dict(metadata),
+                                            serialization_format="pickle",
+                                            extra_files=[str(p) for p in extra_files] or None,
+                                            pip_requirements=list(pip_requirements) or None)
+            return info.model_uri
         finally:
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-
-    @staticmethod
-    def _log_model(mlflow: Any, model: Any, *, name: str, run_id: str, metadata: Mapping[str, Any],
-                   extra_files: Iterable[Path | str], pip_requirements: Iterable[str]) -> str:
-        # pickle: a MONAI network needs no input example (pt2 export does); lossbench itself reads the
-        # weights from best_model.pt with torch.load(weights_only=True)
-        logger = logging.getLogger("mlflow.pytorch")
-        level = logger.level
-        logger.setLevel(logging.ERROR)  # its warning about pickle: chosen on purpose, said above
-        try:
-            info = mlflow.pytorch.log_model(model, name=name, run_id=run_id, metadata=dict(metadata),
-                                            serialization_format="pickle",
-                                            extra_files=[str(p) for p in extra_files] or None,
-                                            pip_requirements=list(pip_requirements) or None)
-        finally:
-            logger.setLevel(level)
-        return info.model_uri
 
     # -- artifacts --------------------------------------------------------------------------
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
