@@ -23,8 +23,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,48 @@ def stop_recorded(path: Path) -> dict[str, Any] | None:
     with contextlib.suppress(OSError):
         path.unlink()
     return stopped
+
+
+# -- interrupts held off while a store is written -----------------------------------------------------
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+_deferring = False
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM off while the block runs; deliver them when it ends.
+
+    ``lossbench run`` turns both into a KeyboardInterrupt, and its handler marks the MLflow run
+    KILLED. Raised in the middle of an MLflow call, the interrupt leaves the SQLite store's
+    connection inside its transaction, still holding the database's lock, so that marking the run
+    KILLED fails with "database is locked" (measured: about one interrupt in ten that lands in a
+    ``log_batch``). Inside this block a signal is only recorded; when the block ends the handlers
+    are put back and the first recorded signal's handler runs (it raises KeyboardInterrupt there).
+
+    Only Python handlers are deferred (a signal left to the system's default or ignored is not
+    touched), only in the main thread (where Python runs handlers), and nested blocks defer once.
+    It also serves as a decorator (``@deferred_interrupts()``).
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    saved = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}
+
+    def record(signum: int, frame: object) -> None:
+        held.append(signum)
+
+    _deferring = True
+    try:
+        for sig, handler in saved.items():
+            if callable(handler):
+                signal.signal(sig, record)
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if callable(handler):
+                signal.signal(sig, handler)
+        _deferring = False
+        if held:
+            saved[held[0]](held[0], None)

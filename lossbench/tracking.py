@@ -20,6 +20,10 @@ under ``$LOSSBENCH_HOME/mlflow.db.lock``: cells started at once do not race MLfl
 
 Metrics and params are written with ``log_batch`` (one call per epoch, not one per metric:
 a single-metric call costs ~9 ms on SQLite and 20–60 ms against a server).
+
+Every call into the store holds Ctrl-C and SIGTERM off until it returns
+(:func:`lossbench.processes.deferred_interrupts`): an interrupt in the middle of a write would leave
+the SQLite store locked, and the interrupted run could not be marked KILLED.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from lossbench import paths
 from lossbench.errors import LossbenchError
+from lossbench.processes import deferred_interrupts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -313,8 +318,8 @@ class Tracker:
 
         _quiet_mlflow()  # mlflow sets its own logger levels when imported
         shown = redact(self.uri)
-        try:
-            with _store_init_lock(self.uri):  # the client creates and migrates a fresh SQLite store
+        try:  # the client creates and migrates a fresh SQLite store: not to be interrupted half-way
+            with deferred_interrupts(), _store_init_lock(self.uri):
                 self._client = MlflowClient(tracking_uri=self.uri)
                 found = self._client.get_experiment_by_name(experiment)
                 if found is None and not create:
@@ -339,6 +344,7 @@ class Tracker:
             raise TrackingError(redact(f"cannot use tracking store {self.uri}: {type(exc).__name__}: {exc}")) from None
         self.experiment = experiment
 
+    @deferred_interrupts()
     def _mark_model_training(self, tags: Mapping[str, str]) -> None:
         """Experiment tags (set once): a model-training experiment, the runs-table view, a description."""
         import json
@@ -389,6 +395,7 @@ class Tracker:
             return None
 
     # -- finding runs -----------------------------------------------------------------------
+    @deferred_interrupts()
     def _search(self, filter_string: str, max_results: int | None = None) -> list[RunRecord]:
         """Active runs of the experiment matching ``filter_string``, newest first (all pages)."""
         runs: list[RunRecord] = []
@@ -428,6 +435,7 @@ class Tracker:
         found = self._search(f"tags.`{MATRIX_TAG}` = '{_quote(matrix_id)}'", max_results=1)
         return found[0] if found else None
 
+    @deferred_interrupts()
     def run(self, run_id: str) -> RunRecord:
         """The run ``run_id`` (any experiment of the store); a one-line error if there is none."""
         try:
@@ -436,6 +444,7 @@ class Tracker:
             raise TrackingError(f"run {run_id!r} does not exist in {self.uri}") from None
 
     # -- run life cycle ---------------------------------------------------------------------
+    @deferred_interrupts()
     def start_run(self, name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
         all_tags = dict(tags)
         if parent_run_id:
@@ -443,23 +452,28 @@ class Tracker:
         run = self._client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
 
+    @deferred_interrupts()
     def reopen(self, run_id: str) -> None:
         """Mark an interrupted or failed run as running again (resume)."""
         self._client.update_run(run_id, status="RUNNING")
         self._client.set_tag(run_id, ERROR_TAG, "")
 
+    @deferred_interrupts()
     def set_parent(self, run_id: str, parent_id: str) -> None:
         """Make ``run_id`` a child of ``parent_id`` unless it has a parent already (it keeps its first)."""
         if self.run(run_id).parent is None:
             self._client.set_tag(run_id, PARENT_TAG, parent_id)
 
+    @deferred_interrupts()
     def finish(self, run_id: str) -> None:
         self._client.set_terminated(run_id, status="FINISHED")
 
+    @deferred_interrupts()
     def kill(self, run_id: str) -> None:
         """Mark the run KILLED (interrupted, or superseded by ``--force``): it can be resumed."""
         self._client.set_terminated(run_id, status="KILLED")
 
+    @deferred_interrupts()
     def fail(self, run_id: str, error: str) -> None:
         """Mark the run FAILED with its error (tag ``lossbench.error`` and the run description)."""
         error = redact(error)
@@ -470,6 +484,7 @@ class Tracker:
             self._client.set_terminated(run_id, status="FAILED")
 
     # -- logging ----------------------------------------------------------------------------
+    @deferred_interrupts()
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -481,6 +496,7 @@ class Tracker:
         for start in range(0, len(items), PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=items[start:start + PARAMS_PER_BATCH])
 
+    @deferred_interrupts()
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
@@ -489,20 +505,24 @@ class Tracker:
         for start in range(0, len(items), METRICS_PER_BATCH):
             self._client.log_batch(run_id, metrics=items[start:start + METRICS_PER_BATCH])
 
+    @deferred_interrupts()
     def logged_steps(self, run_id: str, keys: Iterable[str]) -> dict[str, set[int]]:
         """The steps at which each metric of ``keys`` has been logged in the run."""
         return {key: {m.step for m in self._client.get_metric_history(run_id, key)} for key in keys}
 
+    @deferred_interrupts()
     def log_metrics_once(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log only the metrics the run does not have yet (metrics logged once per run, e.g. the
         summary: a re-run after a kill that came after the logging adds no second value)."""
         have = self._client.get_run(run_id).data.metrics
         self.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in have}, step=step)
 
+    @deferred_interrupts()
     def log_artifacts(self, run_id: str, files: Iterable[Path | str], artifact_path: str | None = None) -> None:
         for path in files:
             self._client.log_artifact(run_id, str(path), artifact_path)
 
+    @deferred_interrupts()
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Set (or overwrite) tags of a run; values are redacted and cut to MLflow's limit."""
         from mlflow.entities import RunTag
@@ -511,6 +531,7 @@ class Tracker:
         if items:
             self._client.log_batch(run_id, tags=items)
 
+    @deferred_interrupts()
     def log_dataset(self, run_id: str, *, name: str, digest: str, source: str, context: str = "training",
                     profile: Mapping[str, Any] | None = None) -> None:
         """Record the run's dataset (MLflow's Dataset column and the run's inputs): ``digest`` is the
@@ -528,6 +549,7 @@ class Tracker:
         self._client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
                                                                                         context)])])
 
+    @deferred_interrupts()
     def log_pytorch_model(self, run_id: str, model: Any, *, name: str = "model", metadata: Mapping[str, Any],
                           extra_files: Iterable[Path | str] = (), pip_requirements: Iterable[str] = ()) -> str:
         """Log ``model`` as an MLflow PyTorch model of the run (``mlflow.pytorch.log_model``: the UI's
@@ -557,6 +579,7 @@ class Tracker:
                     os.environ[key] = value
 
     # -- artifacts --------------------------------------------------------------------------
+    @deferred_interrupts()
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Paths of the artifacts directly under ``path`` of a run (empty if there are none)."""
         try:
@@ -568,6 +591,7 @@ class Tracker:
         folder = artifact.rsplit("/", 1)[0] if "/" in artifact else None
         return artifact in self.list_artifacts(run_id, folder)
 
+    @deferred_interrupts()
     def download(self, run_id: str, artifact: str, dst: Path | str) -> Path:
         return Path(self._client.download_artifacts(run_id, artifact, str(dst)))
 

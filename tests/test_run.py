@@ -235,7 +235,7 @@ def test_sigterm_marks_the_run_killed_and_a_rerun_resumes_it(cohort, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: list((home / "checkpoints").glob("*/state.pt")), process=proc, what="the first checkpoint")
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 130
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()[-3000:]
     runs = mlflow_runs(home)[1]
     assert [r.info.status for r in runs] == ["KILLED"]
     assert_lock_free(next((home / "checkpoints").glob("*/lock")))  # released
