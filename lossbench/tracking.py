@@ -21,7 +21,7 @@ under ``$LOSSBENCH_HOME/mlflow.db.lock``: cells started at once do not race MLfl
 Metrics and params are written with ``log_batch`` (one call per epoch, not one per metric:
 a single-metric call costs ~9 ms on SQLite and 20–60 ms against a server).
 
-Every call into the store holds Ctrl-C and SIGTERM off until it returns
+Every call into a database store (SQLite, PostgreSQL) holds Ctrl-C and SIGTERM off until it returns
 (:func:`lossbench.processes.deferred_interrupts`): an interrupt in the middle of a write would leave
 the SQLite store locked, and the interrupted run could not be marked KILLED.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -296,6 +297,17 @@ def _quote(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace("'", "\\'")
 
 
+def _store_call(method: Any) -> Any:
+    """A Tracker method that talks to the store: run under :meth:`Tracker._uninterrupted`."""
+
+    @functools.wraps(method)
+    def call(self: Tracker, *args: Any, **kwargs: Any) -> Any:
+        with self._uninterrupted():
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class Tracker:
     """One experiment in one tracking store."""
 
@@ -319,7 +331,7 @@ class Tracker:
         _quiet_mlflow()  # mlflow sets its own logger levels when imported
         shown = redact(self.uri)
         try:  # the client creates and migrates a fresh SQLite store: not to be interrupted half-way
-            with deferred_interrupts(), _store_init_lock(self.uri):
+            with self._uninterrupted(), _store_init_lock(self.uri):
                 self._client = MlflowClient(tracking_uri=self.uri)
                 found = self._client.get_experiment_by_name(experiment)
                 if found is None and not create:
@@ -344,7 +356,16 @@ class Tracker:
             raise TrackingError(redact(f"cannot use tracking store {self.uri}: {type(exc).__name__}: {exc}")) from None
         self.experiment = experiment
 
-    @deferred_interrupts()
+    def _uninterrupted(self) -> contextlib.AbstractContextManager[None]:
+        """Ctrl-C and SIGTERM held off until the block ends, for a database store (SQLite, PostgreSQL):
+        interrupted inside a write, its connection keeps the transaction and the lock. A tracking
+        server is left interruptible (its client may retry for minutes; the server keeps no state of
+        an interrupted request)."""
+        if self.uri.startswith(("http://", "https://")):
+            return contextlib.nullcontext()
+        return deferred_interrupts()
+
+    @_store_call
     def _mark_model_training(self, tags: Mapping[str, str]) -> None:
         """Experiment tags (set once): a model-training experiment, the runs-table view, a description."""
         import json
@@ -395,7 +416,7 @@ class Tracker:
             return None
 
     # -- finding runs -----------------------------------------------------------------------
-    @deferred_interrupts()
+    @_store_call
     def _search(self, filter_string: str, max_results: int | None = None) -> list[RunRecord]:
         """Active runs of the experiment matching ``filter_string``, newest first (all pages)."""
         runs: list[RunRecord] = []
@@ -435,7 +456,7 @@ class Tracker:
         found = self._search(f"tags.`{MATRIX_TAG}` = '{_quote(matrix_id)}'", max_results=1)
         return found[0] if found else None
 
-    @deferred_interrupts()
+    @_store_call
     def run(self, run_id: str) -> RunRecord:
         """The run ``run_id`` (any experiment of the store); a one-line error if there is none."""
         try:
@@ -444,7 +465,7 @@ class Tracker:
             raise TrackingError(f"run {run_id!r} does not exist in {self.uri}") from None
 
     # -- run life cycle ---------------------------------------------------------------------
-    @deferred_interrupts()
+    @_store_call
     def start_run(self, name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
         all_tags = dict(tags)
         if parent_run_id:
@@ -452,28 +473,28 @@ class Tracker:
         run = self._client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
 
-    @deferred_interrupts()
+    @_store_call
     def reopen(self, run_id: str) -> None:
         """Mark an interrupted or failed run as running again (resume)."""
         self._client.update_run(run_id, status="RUNNING")
         self._client.set_tag(run_id, ERROR_TAG, "")
 
-    @deferred_interrupts()
+    @_store_call
     def set_parent(self, run_id: str, parent_id: str) -> None:
         """Make ``run_id`` a child of ``parent_id`` unless it has a parent already (it keeps its first)."""
         if self.run(run_id).parent is None:
             self._client.set_tag(run_id, PARENT_TAG, parent_id)
 
-    @deferred_interrupts()
+    @_store_call
     def finish(self, run_id: str) -> None:
         self._client.set_terminated(run_id, status="FINISHED")
 
-    @deferred_interrupts()
+    @_store_call
     def kill(self, run_id: str) -> None:
         """Mark the run KILLED (interrupted, or superseded by ``--force``): it can be resumed."""
         self._client.set_terminated(run_id, status="KILLED")
 
-    @deferred_interrupts()
+    @_store_call
     def fail(self, run_id: str, error: str) -> None:
         """Mark the run FAILED with its error (tag ``lossbench.error`` and the run description)."""
         error = redact(error)
@@ -484,7 +505,7 @@ class Tracker:
             self._client.set_terminated(run_id, status="FAILED")
 
     # -- logging ----------------------------------------------------------------------------
-    @deferred_interrupts()
+    @_store_call
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -496,7 +517,7 @@ class Tracker:
         for start in range(0, len(items), PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=items[start:start + PARAMS_PER_BATCH])
 
-    @deferred_interrupts()
+    @_store_call
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
@@ -505,24 +526,24 @@ class Tracker:
         for start in range(0, len(items), METRICS_PER_BATCH):
             self._client.log_batch(run_id, metrics=items[start:start + METRICS_PER_BATCH])
 
-    @deferred_interrupts()
+    @_store_call
     def logged_steps(self, run_id: str, keys: Iterable[str]) -> dict[str, set[int]]:
         """The steps at which each metric of ``keys`` has been logged in the run."""
         return {key: {m.step for m in self._client.get_metric_history(run_id, key)} for key in keys}
 
-    @deferred_interrupts()
+    @_store_call
     def log_metrics_once(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log only the metrics the run does not have yet (metrics logged once per run, e.g. the
         summary: a re-run after a kill that came after the logging adds no second value)."""
         have = self._client.get_run(run_id).data.metrics
         self.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in have}, step=step)
 
-    @deferred_interrupts()
+    @_store_call
     def log_artifacts(self, run_id: str, files: Iterable[Path | str], artifact_path: str | None = None) -> None:
         for path in files:
             self._client.log_artifact(run_id, str(path), artifact_path)
 
-    @deferred_interrupts()
+    @_store_call
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Set (or overwrite) tags of a run; values are redacted and cut to MLflow's limit."""
         from mlflow.entities import RunTag
@@ -531,7 +552,7 @@ class Tracker:
         if items:
             self._client.log_batch(run_id, tags=items)
 
-    @deferred_interrupts()
+    @_store_call
     def log_dataset(self, run_id: str, *, name: str, digest: str, source: str, context: str = "training",
                     profile: Mapping[str, Any] | None = None) -> None:
         """Record the run's dataset (MLflow's Dataset column and the run's inputs): ``digest`` is the
@@ -546,10 +567,18 @@ class Tracker:
             return
         dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
                           profile=json.dumps(dict(profile or {}), default=str))
-        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
-                                                                                        context)])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        try:
+            self._client.log_inputs(run_id, datasets=inputs)
+        except Exception as exc:  # noqa: BLE001 - only the race below is retried
+            # MLflow's database store looks the dataset up, then inserts it: two cells of a parallel
+            # matrix on one split can both miss it, and the second insert breaks the unique key
+            # (seen on PostgreSQL). The retry finds the row the other cell wrote.
+            if not re.search(r"unique|duplicate key|already exists", str(exc), re.IGNORECASE):
+                raise
+            self._client.log_inputs(run_id, datasets=inputs)
 
-    @deferred_interrupts()
+    @_store_call
     def log_pytorch_model(self, run_id: str, model: Any, *, name: str = "model", metadata: Mapping[str, Any],
                           extra_files: Iterable[Path | str] = (), pip_requirements: Iterable[str] = ()) -> str:
         """Log ``model`` as an MLflow PyTorch model of the run (``mlflow.pytorch.log_model``: the UI's
@@ -579,7 +608,7 @@ class Tracker:
                     os.environ[key] = value
 
     # -- artifacts --------------------------------------------------------------------------
-    @deferred_interrupts()
+    @_store_call
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Paths of the artifacts directly under ``path`` of a run (empty if there are none)."""
         try:
@@ -591,7 +620,7 @@ class Tracker:
         folder = artifact.rsplit("/", 1)[0] if "/" in artifact else None
         return artifact in self.list_artifacts(run_id, folder)
 
-    @deferred_interrupts()
+    @_store_call
     def download(self, run_id: str, artifact: str, dst: Path | str) -> Path:
         return Path(self._client.download_artifacts(run_id, artifact, str(dst)))
 

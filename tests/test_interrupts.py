@@ -109,3 +109,21 @@ def test_sigterm_during_store_writes_never_keeps_the_run_from_being_killed(tmp_p
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "interrupted 40" in result.stdout
+
+
+def test_database_stores_defer_and_tracking_servers_do_not(sigterm_interrupts):
+    """A tracking server's client may retry for minutes: Ctrl-C must still stop it at once."""
+    from lossbench.tracking import Tracker
+
+    tracker = object.__new__(Tracker)  # no store needed to choose
+    tracker.uri = "http://127.0.0.1:5000"
+    with pytest.raises(KeyboardInterrupt), tracker._uninterrupted():
+        os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("the interrupt should have stopped the block at once")
+    for uri in ("sqlite:////tmp/x/mlflow.db", "postgresql+psycopg2://u@127.0.0.1/db"):
+        tracker.uri = uri
+        reached = []
+        with pytest.raises(KeyboardInterrupt), tracker._uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+            reached.append(uri)
+        assert reached == [uri]

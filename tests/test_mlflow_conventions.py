@@ -191,3 +191,45 @@ def test_logging_a_model_leaves_the_process_mlflow_variables_alone(trained, tmp_
 
     assert MlflowClient(store).get_run(done.run_id).data.tags["lossbench.model_uri"].startswith("models:/")
     assert not {"MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"} & set(os.environ)
+
+
+def test_a_dataset_logged_by_two_cells_at_once_is_retried_not_failed(tmp_path):
+    """MLflow's database store looks a dataset up, then inserts it: two parallel cells on one split
+    can both miss it and the second insert breaks the unique key (seen on PostgreSQL in CI). The
+    race cannot be timed in a test, so the second cell's first insert fails as it did there: the
+    dataset is then found and linked, and any other error still propagates."""
+    from mlflow.exceptions import MlflowException
+
+    from lossbench.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "datasets")
+    first, second = tracker.start_run("a", {}), tracker.start_run("b", {})
+    dataset = {"name": "psma", "digest": "339619045d52109be64f10b4d801f7ac10a4", "source": "/data/psma"}
+    tracker.log_dataset(first, **dataset)
+    real = tracker._client.log_inputs
+    calls = []
+
+    def racing(run_id, datasets):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException('(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint '
+                                  '"dataset_pk" DETAIL: Key (experiment_id, name, digest) already exists.')
+        return real(run_id, datasets=datasets)
+
+    tracker._client.log_inputs = racing
+    tracker.log_dataset(second, **dataset)
+    assert calls == [second, second]
+    inputs = tracker._client.get_run(second).inputs.dataset_inputs
+    assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [("psma", dataset["digest"][:36])]
+
+    calls.clear()
+
+    def broken(run_id, datasets):
+        calls.append(run_id)
+        raise MlflowException("the store is read-only")
+
+    tracker._client.log_inputs = broken
+    third = tracker.start_run("c", {})
+    with pytest.raises(MlflowException, match="read-only"):
+        tracker.log_dataset(third, **dataset)
+    assert calls == [third]
