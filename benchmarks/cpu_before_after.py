@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def extract(rev: str, dst: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    done = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"cpu_before_after: no revision {rev!r} in {ROOT}: pass a commit, tag or branch to --baseline")
+    archive = done.stdout
     subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
     return dst
 
