@@ -131,6 +131,37 @@ def resolve_device(device: str) -> Any:
     return torch.device(device)
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): where oneDNN's
+    bfloat16 convolutions are faster than float32 ones, not emulated and slower."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a torch without the probes: assume not
+        return False
+
+
+def resolve_precision(amp: bool | str, amp_dtype: str, device: Any) -> str:
+    """What the network's forward pass computes in: ``float32``, ``float16`` or ``bfloat16``.
+
+    ``amp=true`` autocasts to ``amp_dtype`` on CUDA; a CPU autocasts to bfloat16 only (float16
+    there stays float32: the paper preset's setting means CUDA). ``amp=auto`` is ``true`` on CUDA,
+    and on a CPU it is bfloat16 where the CPU has native bfloat16 arithmetic, float32 elsewhere.
+    The loss is always computed in float32.
+    """
+    kind = getattr(device, "type", str(device))
+    if amp == "auto":
+        if kind == "cuda":
+            return amp_dtype
+        return "bfloat16" if cpu_has_native_bfloat16() else "float32"
+    if not amp:
+        return "float32"
+    if kind == "cuda":
+        return amp_dtype
+    return "bfloat16" if amp_dtype == "bfloat16" else "float32"
+
+
 @contextlib.contextmanager
 def cell_lock(folder: Path) -> Iterator[None]:
     """One process per cell: a second one gets a clear error instead of corrupting the checkpoint.
@@ -253,6 +284,7 @@ def run_params(p: Prepared, device: Any, extra: dict[str, Any]) -> dict[str, Any
     params["code"] = {"version": p.code, "python": sys.version.split()[0], "torch": torch.__version__,
                       "monai": monai.__version__}
     params["device"] = str(device)
+    params["precision"] = resolve_precision(p.config.amp, p.config.amp_dtype, device)
     params["dataset_info"] = p.dataset.info()
     params.update(extra)
     return params
@@ -386,8 +418,9 @@ class Cell:
         self.loss = reg.build("loss", c.loss, c.loss_params).to(self.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = lr_schedule(self.optimizer, c.epochs, c.warmup_epochs)
-        self.use_amp = bool(c.amp and self.device.type == "cuda")
-        self.amp_dtype = torch.bfloat16 if c.amp_dtype == "bfloat16" else torch.float16
+        precision = resolve_precision(c.amp, c.amp_dtype, self.device)
+        self.use_amp = precision != "float32"
+        self.amp_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
         # bfloat16 has float32's range: no loss scaling (the scaler is then a pass-through)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
