@@ -42,7 +42,7 @@ PSMA = Component(
         "(channel 1, not normalised); the label is binary (1 = lesion). Preprocessing as the reference code "
         "(PAPER.md §4.4): crop to CT > 0, RAS, 2 mm, 4:1 lesion-centred patches, random affine.\n"
         "\n"
-        "With data empty, a deterministic 40-case synthetic phantom cohort is generated once into "
+        "With data empty, a deterministic 64-case synthetic phantom cohort is generated once into "
         "$LOSSBENCH_HOME/cache. To use real data set data=PATH to a folder in either layout:\n"
         "  nnU-Net raw: imagesTr/<ID>_0000.nii.gz (CT, HU), imagesTr/<ID>_0001.nii.gz (PET, SUV), "
         "labelsTr/<ID>.nii.gz (0/1), and optionally imagesTs/ + labelsTs/ for the held-out test set "

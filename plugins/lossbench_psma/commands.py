@@ -13,7 +13,7 @@ from lossbench.components import parse_numbers
 
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder to create (nnU-Net raw layout); must not exist or be empty."),
-    cases: int = typer.Option(40, "--cases", min=1, help="Number of cases."),
+    cases: int = typer.Option(64, "--cases", min=1, help="Number of cases (the default cohort's 64)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Cohort seed; case i depends only on (seed, i)."),
     shape: str | None = typer.Option(None, "--shape", help="Grid X,Y,Z in voxels [default: 112,80,128 at 4 mm: upper thighs to lung bases; "
                                          "112,80,224 reaches the orbits (salivary and lacrimal glands)]."),

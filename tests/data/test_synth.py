@@ -85,6 +85,23 @@ def test_cohorts_are_byte_identical_and_prefix_stable(tmp_path, cohort, manifest
                 hashlib.sha256((cohort / big["files"][key]).read_bytes()).digest()
 
 
+def test_threads_write_the_same_bytes_as_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSBENCH_SYNTH_WORKERS", "1")
+    assert synth.cohort.generation_workers(6) == 1
+    one = synth.generate_cohort(tmp_path / "one", 6, 2, SMALL)
+    monkeypatch.setenv("LOSSBENCH_SYNTH_WORKERS", "3")
+    assert synth.cohort.generation_workers(6) == 3
+    seen = []
+    three = synth.generate_cohort(tmp_path / "three", 6, 2, SMALL, progress=lambda i, n, cid: seen.append((i, cid)))
+    assert digest(one) == digest(three)
+    assert seen == [(i + 1, f"PSMA-SYN-{i:03d}") for i in range(6)]  # in order, each case once
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("LOSSBENCH_SYNTH_WORKERS", bad)
+        with pytest.raises(ParameterError, match="LOSSBENCH_SYNTH_WORKERS"):
+            synth.generate_cohort(tmp_path / f"bad{bad}", 6, 2, SMALL)
+        assert not (tmp_path / f"bad{bad}").exists() and siblings(tmp_path / f"bad{bad}") == []
+
+
 def test_disease_does_not_depend_on_the_grid():
     coarse = synth.synthesize("A", synth.case_seed(0, 4), SMALL)
     fine = synth.synthesize("A", synth.case_seed(0, 4), synth.config_for(spacing=6.0))
@@ -334,6 +351,14 @@ def test_cli_writes_a_cohort_and_refuses_to_overwrite(tmp_path):
                             cwd=tmp_path, timeout=300)
     assert forced.returncode == 0, forced.stderr
     assert json.loads((out / "manifest.json").read_text())["n_cases"] == 2
+
+
+def test_the_cli_makes_the_default_cohort_size():
+    import inspect
+
+    from lossbench_psma.commands import synth as synth_command
+
+    assert inspect.signature(synth_command).parameters["cases"].default.default == synth.DEFAULT_N_CASES == 64
 
 
 def test_the_test_set_spans_the_lesion_count_and_burden_strata():

@@ -21,7 +21,7 @@ from lossbench.errors import LossbenchError, ParameterError
 from .case import synthesize
 from .config import GENERATOR_VERSION, SynthConfig, _split_draw, case_affine, case_seed
 
-DEFAULT_N_CASES = 40
+DEFAULT_N_CASES = 64  # 51 to train and validate on (41 + 10 in fold 0), 13 held out
 DEFAULT_SEED = 0
 ID_PREFIX = "PSMA-SYN-"
 
@@ -96,34 +96,84 @@ def stratified_test_indices(strata: Sequence[Mapping[str, float]], n_test: int, 
     return picked
 
 
+def _write_case(root: Path, case_id: str, index: int, seed: int, cfg: SynthConfig) -> dict[str, Any]:
+    """Generate case ``index`` and write its three files under ``root``; its manifest entry.
+
+    Depends only on its arguments (the case on ``case_seed(seed, index)``), so cases can be
+    written by any number of processes in any order with the same bytes.
+    """
+    case = synthesize(case_id, case_seed(seed, index), cfg)
+    affine = case_affine(cfg)
+    files = {
+        "CT": f"imagesTr/{case_id}_0000.nii.gz",
+        "PET": f"imagesTr/{case_id}_0001.nii.gz",
+        "label": f"labelsTr/{case_id}.nii.gz",
+    }
+    _write_bytes(root / files["CT"], _nifti_gz(case.ct.astype(np.int16), affine))
+    _write_bytes(root / files["PET"], _nifti_gz(case.pet, affine))
+    _write_bytes(root / files["label"], _nifti_gz(case.label, affine))
+    return {
+        "id": case_id, "index": index, "split": "train", "seed": int(seed), "seed_spawn_key": [index, 0],
+        "disease": case.disease, "lesions_requested": case.lesions_requested, "files": files,
+        "strata": label_strata(case.label, case.pet, cfg.spacing), "organ_suv": case.organ_suv,
+        "lesions": case.lesions,
+    }
+
+
+def generation_workers(n_cases: int) -> int:
+    """Threads that write a cohort: one per usable core (at most 8; one for fewer than 4 cases),
+    or ``LOSSBENCH_SYNTH_WORKERS`` when set (1 writes on the calling thread)."""
+    wanted = os.environ.get("LOSSBENCH_SYNTH_WORKERS", "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise ParameterError(f"LOSSBENCH_SYNTH_WORKERS must be a whole number >= 1, got {wanted!r}")
+        return min(int(wanted), max(1, n_cases))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return 1 if n_cases < 4 else max(1, min(cores, 8, n_cases))
+
+
+def _write_cases(root: Path, n_cases: int, seed: int, cfg: SynthConfig,
+                 progress: Callable[[int, int, str], None] | None) -> list[dict[str, Any]]:
+    """Every case's files and manifest entry, in index order, written by
+    :func:`generation_workers` threads: the filters, the noise and gzip release the GIL (12 cases
+    took 2.4 s on two threads against 4.3 s on one), and threads need no guarded ``__main__``
+    in the caller's script, as spawned processes would. Any number of threads gives the same bytes."""
+    width = max(3, len(str(n_cases - 1)))
+    ids = [f"{ID_PREFIX}{i:0{width}d}" for i in range(n_cases)]
+    workers = generation_workers(n_cases)
+    if workers == 1:
+        cases = []
+        for i, case_id in enumerate(ids):
+            cases.append(_write_case(root, case_id, i, seed, cfg))
+            if progress is not None:
+                progress(i + 1, n_cases, case_id)
+        return cases
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synth") as pool:
+        jobs = [pool.submit(_write_case, root, case_id, i, seed, cfg) for i, case_id in enumerate(ids)]
+        cases = []
+        try:
+            for i, job in enumerate(jobs):  # in index order: the progress counts finished cases
+                cases.append(job.result())
+                if progress is not None:
+                    progress(i + 1, n_cases, ids[i])
+        except BaseException:
+            for job in jobs:
+                job.cancel()  # the running ones finish into the temporary folder, which is removed
+            raise
+    return cases
+
+
 def _write_cohort(root: Path, n_cases: int, seed: int, cfg: SynthConfig, test_fraction: float,
                   progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
     n_test = _n_test(n_cases, test_fraction)
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (root / sub).mkdir()
-    affine = case_affine(cfg)
-    width = max(3, len(str(n_cases - 1)))
-    cases = []
-    for i in range(n_cases):
-        case_id = f"{ID_PREFIX}{i:0{width}d}"
-        case = synthesize(case_id, case_seed(seed, i), cfg)
-        files = {
-            "CT": f"imagesTr/{case_id}_0000.nii.gz",
-            "PET": f"imagesTr/{case_id}_0001.nii.gz",
-            "label": f"labelsTr/{case_id}.nii.gz",
-        }
-        _write_bytes(root / files["CT"], _nifti_gz(case.ct.astype(np.int16), affine))
-        _write_bytes(root / files["PET"], _nifti_gz(case.pet, affine))
-        _write_bytes(root / files["label"], _nifti_gz(case.label, affine))
-        strata = label_strata(case.label, case.pet, cfg.spacing)
-        cases.append({
-            "id": case_id, "index": i, "split": "train", "seed": int(seed), "seed_spawn_key": [i, 0],
-            "disease": case.disease, "lesions_requested": case.lesions_requested, "files": files,
-            "strata": strata, "organ_suv": case.organ_suv,
-            "lesions": case.lesions,
-        })
-        if progress is not None:
-            progress(i + 1, n_cases, case_id)
+    cases = _write_cases(root, n_cases, seed, cfg, progress)
     # The test set is chosen once every case's strata are known; its files move to imagesTs/labelsTs.
     for i in stratified_test_indices([c["strata"] for c in cases], n_test, seed):
         case = cases[i]
