@@ -123,6 +123,19 @@ class _Model:
     config: dict[str, Any]
     dataset: Any
     transforms: Any
+    precision: str = "float32"
+
+
+def inference_precision(record_params: dict[str, Any], config: dict[str, Any], device: Any) -> str:
+    """The precision a run's own test inference used, on ``device``: the run's logged ``precision``
+    (older runs: resolved from its config as the engine did), float32 where the device cannot
+    (float16 on a CPU). Predicting in the run's precision gives the run's own test masks."""
+    from lossbench.engine import resolve_precision
+
+    logged = record_params.get("precision")
+    if logged in ("float32", "float16", "bfloat16"):
+        return resolve_precision(logged != "float32", logged, device)
+    return resolve_precision(config.get("amp", False), str(config.get("amp_dtype", "float16")), device)
 
 
 def _load_model(tracker: Any, registry: Any, record: Any, device: Any, input_dir: Path) -> _Model:
@@ -145,7 +158,8 @@ def _load_model(tracker: Any, registry: Any, record: Any, device: Any, input_dir
     net.load_state_dict(weights["model"])
     net.to(device).eval()
     transforms = dataset.transforms("infer", spacing=tuple(config["spacing"]))
-    return _Model(record.id, net, config, dataset, transforms)
+    return _Model(record.id, net, config, dataset, transforms,
+                  inference_precision(dict(record.params), config, device))
 
 
 def _probabilities(model: _Model, ct: Path, pet: Path, device: Any) -> Any:
@@ -162,7 +176,9 @@ def _probabilities(model: _Model, ct: Path, pet: Path, device: Any) -> Any:
     item = model.transforms({CT_KEY: str(ct), PET_KEY: str(pet), "id": pet.name, "patient": pet.name})
     image = item[ds.image_key]
     c = model.config
-    with torch.no_grad():
+    kind = getattr(device, "type", str(device))
+    low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(model.precision)
+    with torch.no_grad(), torch.autocast(kind, dtype=low or torch.float32, enabled=low is not None):
         logits = sliding_window_inference(
             image[None].to(device), roi_size=tuple(c["patch"]), sw_batch_size=int(c.get("sw_batch_size", 4)),
             predictor=model.net, overlap=float(c.get("overlap", 0.25)), mode="constant",

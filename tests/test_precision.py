@@ -55,3 +55,18 @@ def test_auto_and_true_are_different_cells():
     both compute in float32 (the run's ``precision`` param says what it computed in)."""
     ids = {resolve(amp=v).identity("split", "code") for v in ("auto", "false", "true")}
     assert len(ids) == 3
+
+
+@pytest.mark.parametrize("params, config, device, expected", [
+    ({"precision": "bfloat16"}, {"amp": "auto"}, "cpu", "bfloat16"),   # what the run computed in
+    ({"precision": "float32"}, {"amp": "auto"}, "cpu", "float32"),     # even where this CPU has bfloat16
+    ({"precision": "float16"}, {"amp": True}, "cpu", "float32"),       # a CUDA run predicted on a CPU
+    ({"precision": "float16"}, {"amp": True}, "cuda", "float16"),
+    ({}, {"amp": True, "amp_dtype": "float16"}, "cuda", "float16"),     # a run from before the param
+    ({}, {"amp": False, "amp_dtype": "float16"}, "cpu", "float32"),
+])
+def test_predict_uses_the_runs_precision(monkeypatch, params, config, device, expected):
+    from lossbench.predict import inference_precision
+
+    monkeypatch.setattr(engine, "cpu_has_native_bfloat16", lambda: True)
+    assert inference_precision(params, config, torch.device(device)) == expected
