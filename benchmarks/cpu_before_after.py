@@ -2,11 +2,15 @@
 
     python benchmarks/cpu_before_after.py --baseline dfdbdb2            # 30 epochs, old,new,new,old
     python benchmarks/cpu_before_after.py --baseline HEAD~3 --epochs 6 --order old,new
+    python benchmarks/cpu_before_after.py --baseline 63013cb -- -S amp=false -S affine_prob=0.5  # the same settings
 
 The baseline's source is extracted with ``git archive`` into a temporary folder and run from there
 (``PYTHONPATH``) with this environment's packages; "new" is this checkout. Every run is a fresh
-process with a fresh ``LOSSBENCH_HOME``; the synthetic default cohort is generated once, by an
-untimed one-epoch warm-up run, and shared through ``cache/``. The cell is ``lossbench run --loss l1dfl --net attunet
+process with a fresh ``LOSSBENCH_HOME``; each code's synthetic default cohort is generated once, by
+an untimed one-epoch warm-up run of that code, and shared through ``cache/``. Each code runs its own
+defaults: where a change altered the cpu preset or the default cohort (issue 14 did), the
+comparison is of the two defaults; options after ``--`` go to both codes' runs, to compare the
+loop under the same settings. The cell is ``lossbench run --loss l1dfl --net attunet
 --epochs E -S val_every=E`` (one validation, at the end: the training loop's cost). Printed per
 run: wall and CPU seconds (``wait4``), the run's logged ``time_compute_seconds`` and
 ``time_data_seconds``, the median ``epoch_seconds``; then new/old ratios of the means. Run it
@@ -36,12 +40,12 @@ def extract(rev: str, dst: Path) -> Path:
     return dst
 
 
-def run_once(code: Path, home: Path, cache: Path, epochs: int) -> dict[str, float]:
+def run_once(code: Path, home: Path, cache: Path, epochs: int, extra: list[str]) -> dict[str, float]:
     home.mkdir(parents=True)
     os.symlink(cache, home / "cache")
     env = {**os.environ, "LOSSBENCH_HOME": str(home), "PYTHONPATH": f"{code}:{code / 'plugins'}"}
     cmd = [sys.executable, "-m", "lossbench", "run", "--loss", "l1dfl", "--net", "attunet", "--epochs", str(epochs),
-           "-S", f"val_every={epochs}", "--experiment", "before-after", "--device", "cpu"]
+           "-S", f"val_every={epochs}", "--experiment", "before-after", "--device", "cpu", *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -63,6 +67,7 @@ def main() -> None:
     parser.add_argument("--baseline", required=True, help="the commit to compare with (any git revision)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--order", default="old,new,new,old", help="the runs, in order (old/new)")
+    parser.add_argument("extra", nargs="*", help="options for both codes' lossbench run (after --)")
     args = parser.parse_args()
     order = args.order.split(",")
     if not order or set(order) - {"old", "new"}:
@@ -73,10 +78,11 @@ def main() -> None:
         codes = {"old": extract(args.baseline, work / "old"), "new": ROOT}
         cache = work / "cache"
         cache.mkdir()
-        run_once(ROOT, work / "home-warm-up", cache, 1)  # generates the shared cohort, untimed
+        for which in ("old", "new"):  # each code's default cohort, generated untimed
+            run_once(codes[which], work / f"home-warm-up-{which}", cache, 1, args.extra)
         results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
         for i, which in enumerate(order):
-            figures = run_once(codes[which], work / f"home-{i}", cache, args.epochs)
+            figures = run_once(codes[which], work / f"home-{i}", cache, args.epochs, args.extra)
             results[which].append(figures)
             print(f"{i + 1}. {which}: wall {figures['wall']:.1f} s, CPU {figures['cpu']:.1f} s, compute "
                   f"{figures['compute']:.1f} s, data {figures['data']:.1f} s, epoch (median) {figures['epoch']:.2f} s",
