@@ -100,7 +100,7 @@ def _write_case(root: Path, case_id: str, index: int, seed: int, cfg: SynthConfi
     """Generate case ``index`` and write its three files under ``root``; its manifest entry.
 
     Depends only on its arguments (the case on ``case_seed(seed, index)``), so cases can be
-    written by any number of processes in any order with the same bytes.
+    written by any number of threads in any order with the same bytes.
     """
     case = synthesize(case_id, case_seed(seed, index), cfg)
     affine = case_affine(cfg)
