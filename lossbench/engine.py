@@ -162,6 +162,15 @@ def resolve_precision(amp: bool | str, amp_dtype: str, device: Any) -> str:
     return "bfloat16" if amp_dtype == "bfloat16" else "float32"
 
 
+def autocast(precision: str, device: Any) -> Any:
+    """The autocast context for a forward pass in ``precision`` (:func:`resolve_precision`) on ``device``;
+    a disabled one for float32."""
+    import torch
+
+    low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+    return torch.autocast(getattr(device, "type", str(device)), dtype=low or torch.float32, enabled=low is not None)
+
+
 @contextlib.contextmanager
 def cell_lock(folder: Path) -> Iterator[None]:
     """One process per cell: a second one gets a clear error instead of corrupting the checkpoint.
@@ -418,11 +427,9 @@ class Cell:
         self.loss = reg.build("loss", c.loss, c.loss_params).to(self.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = lr_schedule(self.optimizer, c.epochs, c.warmup_epochs)
-        precision = resolve_precision(c.amp, c.amp_dtype, self.device)
-        self.use_amp = precision != "float32"
-        self.amp_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
+        self.precision = resolve_precision(c.amp, c.amp_dtype, self.device)
         # bfloat16 has float32's range: no loss scaling (the scaler is then a pass-through)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "float16")
 
     def _data(self) -> None:
         from lossbench.loading import CellDataset, EpochSampler, resolve_workers, train_loader
@@ -468,7 +475,7 @@ class Cell:
         import torch
         from monai.inferers import sliding_window_inference
 
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+        with torch.no_grad(), autocast(self.precision, self.device):
             return sliding_window_inference(
                 image.to(self.device), roi_size=self.config.patch, sw_batch_size=self.config.sw_batch_size,
                 predictor=self.net, overlap=self.config.overlap, mode="constant",
@@ -648,7 +655,7 @@ class Cell:
             t_compute = time.perf_counter()
             self.timings["data"] += t_compute - t_data
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            with autocast(self.precision, self.device):
                 logits = self.model(image)
             value = self.loss(logits.float(), label)
             if not torch.isfinite(value):

@@ -171,14 +171,13 @@ def _probabilities(model: _Model, ct: Path, pet: Path, device: Any) -> Any:
     from monai.transforms import Invertd
 
     from lossbench.datasets import CT_KEY, PET_KEY
+    from lossbench.engine import autocast
 
     ds = model.dataset
     item = model.transforms({CT_KEY: str(ct), PET_KEY: str(pet), "id": pet.name, "patient": pet.name})
     image = item[ds.image_key]
     c = model.config
-    kind = getattr(device, "type", str(device))
-    low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(model.precision)
-    with torch.no_grad(), torch.autocast(kind, dtype=low or torch.float32, enabled=low is not None):
+    with torch.no_grad(), autocast(model.precision, device):
         logits = sliding_window_inference(
             image[None].to(device), roi_size=tuple(c["patch"]), sw_batch_size=int(c.get("sw_batch_size", 4)),
             predictor=model.net, overlap=float(c.get("overlap", 0.25)), mode="constant",
